@@ -1,0 +1,68 @@
+"""pyvae: variational autoencoders for PyTorch.
+
+>>> import pyvae
+>>> model = pyvae.build("conv", latent_dim=4)  # an nn.Module; train it in your own loop
+"""
+
+from pyvae.config import ConfigError, Configurable
+from pyvae.factory import build, list_models
+from pyvae.kl import kl_divergence
+from pyvae.likelihoods import (
+    LIKELIHOODS,
+    BernoulliLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    list_likelihoods,
+    register_likelihood,
+)
+from pyvae.models import (
+    CORRUPTIONS,
+    MLPVAE,
+    MODELS,
+    BaseVAE,
+    ConvVAE,
+    Corruption,
+    DenoisingVAE,
+    register_corruption,
+    register_model,
+)
+from pyvae.outputs import LossTerms, VAEOutput
+from pyvae.priors import PRIORS, Prior, StandardNormalPrior, list_priors, register_prior
+from pyvae.registry import Registry, UnknownNameError
+from pyvae.validation import set_validate_args
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CORRUPTIONS",
+    "LIKELIHOODS",
+    "MLPVAE",
+    "MODELS",
+    "PRIORS",
+    "BaseVAE",
+    "BernoulliLikelihood",
+    "ConfigError",
+    "Configurable",
+    "ConvVAE",
+    "Corruption",
+    "DenoisingVAE",
+    "GaussianLikelihood",
+    "Likelihood",
+    "LossTerms",
+    "Prior",
+    "Registry",
+    "StandardNormalPrior",
+    "UnknownNameError",
+    "VAEOutput",
+    "__version__",
+    "build",
+    "kl_divergence",
+    "list_likelihoods",
+    "list_models",
+    "list_priors",
+    "register_corruption",
+    "register_likelihood",
+    "register_model",
+    "register_prior",
+    "set_validate_args",
+]

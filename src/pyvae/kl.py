@@ -1,0 +1,52 @@
+"""The KL term of the ELBO: closed form where torch.distributions has one, else Monte Carlo."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch.distributions import Distribution
+from torch.distributions import kl_divergence as _closed_form_kl
+
+__all__ = ["KLMethod", "kl_divergence"]
+
+KLMethod = Literal["auto", "closed_form", "monte_carlo"]
+_METHODS = ("auto", "closed_form", "monte_carlo")
+
+
+def kl_divergence(
+    q: Distribution,
+    p: Distribution,
+    z: torch.Tensor | None = None,
+    method: KLMethod = "auto",
+) -> torch.Tensor:
+    """``KL(q || p)`` per batch element, in nats, summed over the event dimensions.
+
+    Args:
+        q: the approximate posterior, batch shape (B,), event shape (D,).
+        p: the prior, event shape (D,) (batch shape () or (B,)).
+        z: a sample from ``q`` of shape (B, D), used by the Monte Carlo estimate
+            ``log q(z) - log p(z)`` (an unbiased one-sample estimate). Drawn from ``q`` with
+            ``rsample`` when not given.
+        method: ``"closed_form"`` uses ``torch.distributions.kl_divergence`` (new pairs are added
+            with ``torch.distributions.kl.register_kl``) and fails if the pair has none;
+            ``"monte_carlo"`` always estimates; ``"auto"`` takes the closed form when there is one.
+
+    Returns:
+        Tensor of shape (B,).
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
+    if method != "monte_carlo":
+        try:
+            return _closed_form_kl(q, p)
+        except NotImplementedError:
+            if method == "closed_form":
+                raise NotImplementedError(
+                    f"method='closed_form': torch.distributions has no closed-form KL for "
+                    f"{type(q).__name__} || {type(p).__name__}; register one with "
+                    f"torch.distributions.kl.register_kl or use method='monte_carlo'"
+                ) from None
+    if z is None:
+        z = q.rsample()
+    return q.log_prob(z) - p.log_prob(z)

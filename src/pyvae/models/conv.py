@@ -1,0 +1,89 @@
+"""A convolutional VAE for images of any size (C, H, W)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from pyvae.config import ConfigError, check_positive_int, check_positive_ints
+from pyvae.likelihoods import Likelihood
+from pyvae.models.base import BaseVAE, register_model
+from pyvae.nn import GaussianHead, conv_decoder, conv_encoder, conv_output_sizes
+from pyvae.priors import Prior
+
+__all__ = ["ConvVAE"]
+
+
+@register_model("conv")
+class ConvVAE(BaseVAE):
+    """Strided convolutions down, a dense bottleneck, transposed convolutions up.
+
+    Each of the ``len(channels)`` encoder layers is a 3x3 convolution of stride 2 that halves
+    height and width (rounding up: 28 -> 14 -> 7); the decoder's transposed convolutions restore the
+    exact input size, so any (C, H, W) works. Between the convolutions and the latent space sits
+    one dense layer of ``hidden_dim`` units on each side.
+
+    Args:
+        input_shape: ``(C, H, W)``; MNIST-shaped ``(1, 28, 28)`` by default.
+        latent_dim: size of the latent space.
+        channels: output channels of the encoder's convolutions (the decoder mirrors them).
+        hidden_dim: width of the dense layer between the convolutions and the latent space.
+        batch_norm: add ``BatchNorm2d`` after each hidden convolution (as in the seeds). Under DDP
+            convert with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
+        likelihood: p(x|z) by name, config dict or instance (default ``"bernoulli"``).
+        prior: p(z) by name, config dict or instance (default ``"normal"``).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 16,
+        channels: Sequence[int] = (32, 64),
+        hidden_dim: int = 256,
+        batch_norm: bool = False,
+        likelihood: str | Mapping[str, Any] | Likelihood = "bernoulli",
+        prior: str | Mapping[str, Any] | Prior = "normal",
+    ) -> None:
+        super().__init__(
+            input_shape=input_shape, latent_dim=latent_dim, likelihood=likelihood, prior=prior
+        )
+        if len(self.input_shape) != 3:
+            raise ConfigError(
+                f"input_shape: the conv model expects images (C, H, W), got "
+                f"{tuple(input_shape)!r}; use the 'mlp' model for flat inputs"
+            )
+        channels = check_positive_ints("channels", channels)
+        hidden_dim = check_positive_int("hidden_dim", hidden_dim)
+        if not isinstance(batch_norm, bool):
+            raise ConfigError(f"batch_norm: expected a bool, got {batch_norm!r}")
+        c, h, w = self.input_shape
+        heights = conv_output_sizes(h, len(channels))
+        widths = conv_output_sizes(w, len(channels))
+        bottleneck = (channels[-1], heights[-1], widths[-1])
+        n_features = channels[-1] * heights[-1] * widths[-1]
+
+        self.encoder = nn.Sequential(
+            conv_encoder(c, channels, batch_norm),
+            nn.Flatten(),
+            nn.Linear(n_features, hidden_dim),
+            nn.ReLU(),
+        )
+        self.head = GaussianHead(hidden_dim, latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, n_features),
+            nn.ReLU(),
+            nn.Unflatten(1, bottleneck),
+            conv_decoder(c, channels, heights, widths, batch_norm),
+        )
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        return self.head(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)

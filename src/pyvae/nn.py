@@ -1,0 +1,103 @@
+"""Reusable network blocks: MLP stacks, conv stacks that size themselves, the Gaussian head."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal
+
+__all__ = ["GaussianHead", "conv_decoder", "conv_encoder", "conv_output_sizes", "mlp"]
+
+LOG_VAR_MIN, LOG_VAR_MAX = -30.0, 20.0
+
+
+def mlp(sizes: Sequence[int], *, final_activation: bool = False) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` with ReLU between them."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if final_activation or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class GaussianHead(nn.Module):
+    """A linear map to a diagonal Gaussian q(z|x) = N(loc, diag(scale^2)).
+
+    The layer outputs ``loc`` and a log-variance, clamped to [-30, 20] before
+    ``scale = exp(log_var / 2)``, so that extreme encoder outputs give a finite, positive scale
+    (between about 3e-7 and 2.2e4) instead of 0, inf or NaN.
+
+    Shapes: (B, in_features) -> distribution with batch shape (B,), event shape (latent_dim,).
+    """
+
+    def __init__(self, in_features: int, latent_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, 2 * latent_dim)
+
+    def forward(self, h: torch.Tensor) -> Distribution:
+        loc, log_var = self.linear(h).chunk(2, dim=-1)
+        scale = torch.exp(0.5 * log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX))
+        return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+def conv_output_sizes(size: int, n_layers: int) -> list[int]:
+    """Spatial sizes through ``n_layers`` convolutions of kernel 3, stride 2, padding 1.
+
+    Each layer maps ``s`` to ``ceil(s / 2)``; the list starts with ``size``.
+    """
+    sizes = [size]
+    for _ in range(n_layers):
+        sizes.append((sizes[-1] + 1) // 2)
+    return sizes
+
+
+def conv_encoder(in_channels: int, channels: Sequence[int], batch_norm: bool) -> nn.Sequential:
+    """Strided 3x3 convolutions, each halving height and width (rounding up), with ReLU."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip([in_channels, *channels[:-1]], channels, strict=True):
+        layers.append(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def conv_decoder(
+    out_channels: int,
+    channels: Sequence[int],
+    heights: Sequence[int],
+    widths: Sequence[int],
+    batch_norm: bool,
+) -> nn.Sequential:
+    """The mirror of :func:`conv_encoder`: 3x3 transposed convolutions of stride 2 whose output
+    padding restores the encoder's sizes exactly (``heights``/``widths`` from
+    :func:`conv_output_sizes`). The last layer maps to ``out_channels`` with no activation."""
+    layers: list[nn.Module] = []
+    reversed_channels = [*reversed(channels), out_channels]
+    n = len(channels)
+    for i in range(n):
+        c_in, c_out = reversed_channels[i], reversed_channels[i + 1]
+        h_in, w_in = heights[n - i], widths[n - i]
+        h_out, w_out = heights[n - i - 1], widths[n - i - 1]
+        padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))  # each 0 or 1
+        last = i == n - 1
+        layers.append(
+            nn.ConvTranspose2d(
+                c_in,
+                c_out,
+                3,
+                stride=2,
+                padding=1,
+                output_padding=padding,
+                bias=last or not batch_norm,
+            )
+        )
+        if not last:
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)

@@ -1,0 +1,158 @@
+"""One generic registry, used for models, likelihoods, priors and corruptions.
+
+A registry maps names to classes. Classes register themselves with a decorator when their module
+is imported; third-party packages register theirs through an entry-point group, loaded lazily the
+first time a name is looked up or listed. A plug-in that fails to import gives a warning and is
+skipped: it never breaks pyvae.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import warnings
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from pyvae.config import ConfigError, Configurable
+
+__all__ = ["Registry", "UnknownNameError"]
+
+T = TypeVar("T", bound=Configurable)
+C = TypeVar("C", bound=type)
+
+
+class UnknownNameError(ValueError, KeyError):
+    """A name that is not in a registry. Subclasses ``ValueError`` (and ``KeyError``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message; show it as written.
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """Names -> classes of one kind (``kind``), with an entry-point group for plug-ins.
+
+    Args:
+        kind: what the registry holds, used in messages (``"model"``).
+        base: the class every registered class must derive from.
+        group: the entry-point group of plug-ins (``"pyvae.models"``).
+    """
+
+    def __init__(self, kind: str, base: type, group: str) -> None:
+        self.kind = kind
+        self.base = base
+        self.group = group
+        self._classes: dict[str, type[T]] = {}
+        self._plugins_loaded = False
+
+    def register(self, name: str, *, overwrite: bool = False) -> Callable[[C], C]:
+        """Class decorator that registers a class under ``name``.
+
+        Raises:
+            ValueError: if ``name`` is taken by another class and ``overwrite`` is False.
+            TypeError: if the class does not derive from the registry's base class.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} name: expected a non-empty string, got {name!r}")
+
+        def decorator(cls: C) -> C:
+            if not (isinstance(cls, type) and issubclass(cls, self.base)):
+                raise TypeError(
+                    f"register {self.kind} {name!r}: expected a subclass of "
+                    f"{self.base.__name__}, got {cls!r}"
+                )
+            existing = self._classes.get(name)
+            if existing is not None and existing is not cls and not overwrite:
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered (by {_qualname(existing)}); "
+                    f"pass overwrite=True to replace it"
+                )
+            self._classes[name] = cls  # type: ignore[assignment]
+            if "registered_name" not in cls.__dict__:
+                cls.registered_name = name  # type: ignore[attr-defined]
+            return cls  # type: ignore[return-value]
+
+        return decorator
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Registered names, sorted, optionally filtered by an fnmatch wildcard (``"c*"``)."""
+        self._load_plugins()
+        names = sorted(self._classes)
+        return fnmatch.filter(names, pattern) if pattern else names
+
+    def __contains__(self, name: object) -> bool:
+        self._load_plugins()
+        return name in self._classes
+
+    def get(self, name: str) -> type[T]:
+        """The class registered under ``name``; an :class:`UnknownNameError` names close matches."""
+        self._load_plugins()
+        try:
+            return self._classes[name]
+        except (KeyError, TypeError):
+            pass
+        known = sorted(self._classes)
+        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(
+            f"Unknown {self.kind} {name!r}.{hint} Available {self.kind}s: {', '.join(known)}."
+        )
+
+    def build(self, spec: str | Mapping[str, Any] | T, **config: Any) -> T:
+        """An instance from a name, a config dict (``{"name": ..., **kwargs}``) or an instance.
+
+        Keyword arguments that are ``None`` are dropped, so that a caller's "not given" never
+        overrides a class default. An instance is returned as it is (no keywords allowed then).
+        """
+        if isinstance(spec, self.base):
+            if config:
+                raise ConfigError(
+                    f"{self.kind}: got an instance of {type(spec).__name__} and keyword "
+                    f"arguments {sorted(config)}; configure the instance instead"
+                )
+            return spec  # type: ignore[return-value]
+        if isinstance(spec, Mapping):
+            spec = dict(spec)
+            if "name" not in spec:
+                raise ConfigError(
+                    f"{self.kind} config: expected a dict with a 'name' key, got keys "
+                    f"{sorted(spec)}"
+                )
+            name = spec.pop("name")
+            config = {**spec, **config}
+        elif isinstance(spec, str):
+            name = spec
+        else:
+            raise ConfigError(
+                f"{self.kind}: expected a name, a config dict or a {self.base.__name__}, "
+                f"got {type(spec).__name__}"
+            )
+        cls = self.get(name)
+        config = {k: v for k, v in config.items() if v is not None}
+        cls.check_config(config)
+        return cls(**config)
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self.group):
+            try:
+                ep.load()  # importing the plug-in registers its classes
+            except Exception as exc:  # a broken plug-in must never break pyvae
+                warnings.warn(
+                    f"pyvae: could not load {self.kind} plug-in {ep.name!r} ({ep.value}) from "
+                    f"entry-point group {self.group!r}: {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+
+    def reload_plugins(self) -> None:
+        """Look at the entry-point group again (after installing a plug-in at run time)."""
+        self._plugins_loaded = False
+        self._load_plugins()
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
