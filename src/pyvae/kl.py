@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, Normal
 from torch.distributions import kl_divergence as _closed_form_kl
 
-__all__ = ["KLMethod", "kl_divergence"]
+__all__ = ["KLMethod", "kl_divergence", "warm_kl_dispatch"]
 
 KLMethod = Literal["auto", "closed_form", "monte_carlo"]
 _METHODS = ("auto", "closed_form", "monte_carlo")
@@ -50,3 +50,25 @@ def kl_divergence(
     if z is None:
         z = q.rsample()
     return q.log_prob(z) - p.log_prob(z)
+
+
+def warm_kl_dispatch(*pairs: tuple[Distribution, Distribution]) -> None:
+    """Resolve ``torch.distributions.kl_divergence``'s dispatch for these (q, p) example pairs now.
+
+    torch caches which closed form (or none) serves a pair of distribution types the first time it
+    meets the pair; ``torch.compile`` cannot trace that first lookup (``fullgraph=True`` fails,
+    otherwise the graph breaks). pyvae warms the pairs its own components produce when it is
+    imported; a plug-in with new distribution types calls this once with small example instances.
+    """
+    for q, p in pairs:
+        try:
+            _closed_form_kl(q, p)
+        except NotImplementedError:
+            pass  # "no closed form" is cached too
+
+
+def _gaussian(n: int = 1) -> Distribution:
+    return Independent(Normal(torch.zeros(n), torch.ones(n)), 1)
+
+
+warm_kl_dispatch((_gaussian(), _gaussian()))
