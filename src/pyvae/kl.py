@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 from torch.distributions import kl_divergence as _closed_form_kl
 
 __all__ = ["KLMethod", "kl_divergence", "warm_kl_dispatch"]
@@ -67,8 +67,14 @@ def warm_kl_dispatch(*pairs: tuple[Distribution, Distribution]) -> None:
             pass  # "no closed form" is cached too
 
 
-def _gaussian(n: int = 1) -> Distribution:
-    return Independent(Normal(torch.zeros(n), torch.ones(n)), 1)
+def _gaussian(*batch: int) -> Distribution:
+    return Independent(Normal(torch.zeros(*batch, 1), torch.ones(*batch, 1)), 1)
 
 
-warm_kl_dispatch((_gaussian(), _gaussian()))
+def _mixture() -> Distribution:
+    return MixtureSameFamily(Categorical(logits=torch.zeros(2)), _gaussian(2))  # 2 components
+
+
+# The pairs pyvae's own posteriors and priors produce (diagonal Gaussian posterior against the
+# normal/learned_normal priors and against the mog/vamp mixtures).
+warm_kl_dispatch((_gaussian(), _gaussian()), (_gaussian(), _mixture()))

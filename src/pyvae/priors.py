@@ -4,24 +4,39 @@ A prior is a module whose ``forward()`` builds a ``torch.distributions.Distribut
 shape (latent_dim,) from its buffers and parameters on every call, so that ``.to(device)``,
 ``state_dict`` and optimisers just work. Register a new one with :func:`register_prior`; choose it
 by name or instance when building a model (``pyvae.build("mlp", prior="normal")``).
+
+Registered: ``normal`` (N(0, I), the default), ``learned_normal`` (a learned diagonal Gaussian),
+``mog`` (a learned mixture of diagonal Gaussians) and ``vamp`` (the VampPrior). The KL term of the
+first two against a Gaussian posterior is closed-form; the mixtures' is a Monte Carlo estimate
+(see :func:`pyvae.kl_divergence`). Learned scales are ``exp`` of a learned log-scale.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from pyvae.config import Configurable
+from pyvae.config import Configurable, check_positive_int
 from pyvae.registry import Registry
 
 if TYPE_CHECKING:
     from pyvae.models.base import BaseVAE
 
-__all__ = ["PRIORS", "Prior", "StandardNormalPrior", "list_priors", "register_prior"]
+__all__ = [
+    "PRIORS",
+    "LearnedNormalPrior",
+    "MixtureOfGaussiansPrior",
+    "Prior",
+    "StandardNormalPrior",
+    "VampPrior",
+    "list_priors",
+    "register_prior",
+]
 
 
 class Prior(Configurable, nn.Module, abc.ABC):
@@ -79,3 +94,98 @@ class StandardNormalPrior(Prior):
 
     def forward(self) -> Distribution:
         return Independent(Normal(self.loc, self.scale, validate_args=False), 1)
+
+
+def _diagonal_normal(loc: torch.Tensor, log_scale: torch.Tensor) -> Distribution:
+    return Independent(Normal(loc, log_scale.exp(), validate_args=False), 1, validate_args=False)
+
+
+@register_prior("learned_normal")
+class LearnedNormalPrior(Prior):
+    """A learned diagonal Gaussian N(loc, diag(exp(log_scale)^2)), initialised to N(0, I).
+
+    Its KL to a diagonal Gaussian posterior is closed-form.
+    """
+
+    loc: nn.Parameter
+    log_scale: nn.Parameter
+
+    def attach(self, model: BaseVAE) -> None:
+        super().attach(model)
+        self.loc = nn.Parameter(torch.zeros(self.latent_dim))
+        self.log_scale = nn.Parameter(torch.zeros(self.latent_dim))
+
+    def forward(self) -> Distribution:
+        return _diagonal_normal(self.loc, self.log_scale)
+
+
+@register_prior("mog")
+class MixtureOfGaussiansPrior(Prior):
+    """A learned mixture of ``n_components`` diagonal Gaussians,
+    ``p(z) = sum_k pi_k N(z; loc_k, diag(exp(log_scale_k)^2))`` with ``pi = softmax(logits)``.
+
+    Initialised with equal weights, unit scales and means drawn from N(0, I) (from torch's global
+    random generator, so seed it for reproducible models). The KL term is a Monte Carlo estimate.
+
+    Args:
+        n_components: the number K of mixture components.
+    """
+
+    loc: nn.Parameter
+    log_scale: nn.Parameter
+    logits: nn.Parameter
+
+    def __init__(self, n_components: int = 10) -> None:
+        super().__init__()
+        self.n_components = check_positive_int("n_components", n_components)
+
+    def attach(self, model: BaseVAE) -> None:
+        super().attach(model)
+        k, d = self.n_components, self.latent_dim
+        self.loc = nn.Parameter(torch.randn(k, d))
+        self.log_scale = nn.Parameter(torch.zeros(k, d))
+        self.logits = nn.Parameter(torch.zeros(k))
+
+    def forward(self) -> Distribution:
+        return MixtureSameFamily(
+            Categorical(logits=self.logits, validate_args=False),
+            _diagonal_normal(self.loc, self.log_scale),
+            validate_args=False,
+        )
+
+
+@register_prior("vamp")
+class VampPrior(Prior):
+    """The VampPrior (Tomczak and Welling, 2018, https://arxiv.org/abs/1705.07120):
+    ``p(z) = (1/K) sum_k q(z | u_k)``, the mixture of the model's own posteriors at ``K`` learned
+    pseudo-inputs ``u_k``.
+
+    ``pseudo_inputs`` is a parameter of shape (K, *input_shape), initialised uniform in [0, 1)
+    (from torch's global random generator); to start from data instead, copy K training examples
+    into it (``model.prior.pseudo_inputs.data.copy_(x[:K])``). Every call encodes the K
+    pseudo-inputs with the model's encoder, so gradients reach both. The KL term is a Monte Carlo
+    estimate. With batch normalisation in the encoder, encoding the pseudo-inputs in training mode
+    also updates its running statistics.
+
+    Args:
+        n_components: the number K of pseudo-inputs.
+    """
+
+    pseudo_inputs: nn.Parameter
+
+    def __init__(self, n_components: int = 50) -> None:
+        super().__init__()
+        self.n_components = check_positive_int("n_components", n_components)
+        self._encode: Callable[[torch.Tensor], Distribution] | None = None
+
+    def attach(self, model: BaseVAE) -> None:
+        super().attach(model)
+        self.pseudo_inputs = nn.Parameter(torch.rand(self.n_components, *model.input_shape))
+        # A bound method, not a submodule: the encoder's weights stay the model's alone.
+        self._encode = model.encode
+
+    def forward(self) -> Distribution:
+        if self._encode is None:
+            raise RuntimeError("VampPrior needs an encoder: pass it to a model, which attaches it")
+        weights = Categorical(logits=self.pseudo_inputs.new_zeros(self.n_components))
+        return MixtureSameFamily(weights, self._encode(self.pseudo_inputs), validate_args=False)
