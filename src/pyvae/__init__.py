@@ -5,12 +5,15 @@
 """
 
 from pyvae.config import ConfigError, Configurable
+from pyvae.evaluation import elbo, iwae_bound, linear_warmup, log_likelihood
 from pyvae.factory import build, list_models
 from pyvae.kl import kl_divergence
 from pyvae.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
     GaussianLikelihood,
+    LaplaceLikelihood,
     Likelihood,
     list_likelihoods,
     register_likelihood,
@@ -27,7 +30,16 @@ from pyvae.models import (
     register_model,
 )
 from pyvae.outputs import LossTerms, VAEOutput
-from pyvae.priors import PRIORS, Prior, StandardNormalPrior, list_priors, register_prior
+from pyvae.priors import (
+    PRIORS,
+    LearnedNormalPrior,
+    MixtureOfGaussiansPrior,
+    Prior,
+    StandardNormalPrior,
+    VampPrior,
+    list_priors,
+    register_prior,
+)
 from pyvae.registry import Registry, UnknownNameError
 from pyvae.validation import set_validate_args
 
@@ -43,23 +55,32 @@ __all__ = [
     "BernoulliLikelihood",
     "ConfigError",
     "Configurable",
+    "ContinuousBernoulliLikelihood",
     "ConvVAE",
     "Corruption",
     "DenoisingVAE",
     "GaussianLikelihood",
+    "LaplaceLikelihood",
+    "LearnedNormalPrior",
     "Likelihood",
     "LossTerms",
+    "MixtureOfGaussiansPrior",
     "Prior",
     "Registry",
     "StandardNormalPrior",
     "UnknownNameError",
     "VAEOutput",
+    "VampPrior",
     "__version__",
     "build",
+    "elbo",
+    "iwae_bound",
     "kl_divergence",
+    "linear_warmup",
     "list_likelihoods",
     "list_models",
     "list_priors",
+    "log_likelihood",
     "register_corruption",
     "register_likelihood",
     "register_model",

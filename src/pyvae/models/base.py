@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from pyvae import evaluation
 from pyvae.config import Configurable, check_positive_int, check_positive_ints
 from pyvae.kl import KLMethod, kl_divergence
 from pyvae.likelihoods import LIKELIHOODS, Likelihood
@@ -147,6 +148,19 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         """The mean of p(x|z) at the posterior mean z = E[q(z|x)]: shape (B, *input_shape)."""
         self.check_input(x)
         return self.likelihood.mean(self.decode(self.encode(x).mean))
+
+    def log_likelihood(
+        self, x: torch.Tensor, *, k: int = 5000, chunk_size: int = 4096
+    ) -> torch.Tensor:
+        """The importance-sampled estimate of ``log p(x)`` per example, in nats, shape (B,).
+
+        ``logsumexp_i(log w_i) - log k`` over ``k`` samples ``z_i ~ q(z|x)``, with
+        ``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)``; computed in eval mode without
+        gradients, decoding at most ``max(chunk_size, B)`` samples at a time. See
+        :func:`pyvae.log_likelihood`; for the IWAE training objective use
+        ``-pyvae.iwae_bound(model, x, k).mean()``.
+        """
+        return evaluation.log_likelihood(self, x, k=k, chunk_size=chunk_size)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error if x is not a finite float tensor of shape (B, *input_shape) with
