@@ -23,6 +23,7 @@ from pyvae.validation import check_finite, check_tensor, format_shape, validate_
 __all__ = ["MODELS", "BaseVAE", "register_model"]
 
 ComponentSpec = str | Mapping[str, Any]
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class BaseVAE(Configurable, nn.Module, abc.ABC):
@@ -124,8 +125,12 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             raise TypeError(f"out: expected the VAEOutput of model(x), got {type(out).__name__}")
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
             raise ValueError(f"beta: expected a number >= 0, got {beta!r}")
-        recon = -self.likelihood.log_prob(x, out.params)
-        kl = kl_divergence(out.posterior, self.prior(), z=out.z, method=kl_method)
+        # Under autocast (or for a 16-bit model) params and z are 16-bit: upcast them so that the
+        # loss terms are computed and reduced in float32.
+        params = out.params.float() if out.params.dtype in _HALF_DTYPES else out.params
+        z = out.z.float() if out.z.dtype in _HALF_DTYPES else out.z
+        recon = -self.likelihood.log_prob(x, params)
+        kl = kl_divergence(out.posterior, self.prior(), z=z, method=kl_method)
         loss = (recon + beta * kl).mean()
         if validate_args_enabled() and not bool(torch.isfinite(loss)):
             term = "recon (-log p(x|z))" if not bool(torch.isfinite(recon).all()) else "kl"
