@@ -1,0 +1,145 @@
+"""The BaseVAE contract, checked for every registered model (a new model is tested for free)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import torch
+
+import pyvae
+from pyvae.models import BaseVAE
+
+INPUT_SHAPE = (1, 8, 8)
+LATENT_DIM = 3
+BATCH = 5
+# Small networks keep the suite fast; a model not listed here is built with its defaults.
+SMALL: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden_dims": (16,)},
+    "conv": {"channels": (4, 8), "hidden_dim": 16},
+    "denoising": {"hidden_dims": (16,)},
+}
+
+
+def small_model(name: str, **overrides: Any) -> BaseVAE:
+    config = {"input_shape": INPUT_SHAPE, "latent_dim": LATENT_DIM, **SMALL.get(name, {})}
+    return pyvae.build(name, **{**config, **overrides})
+
+
+@pytest.fixture(params=pyvae.list_models())
+def model(request: pytest.FixtureRequest) -> BaseVAE:
+    return small_model(request.param)
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.rand(BATCH, *INPUT_SHAPE)
+
+
+def test_shapes(model: BaseVAE, x: torch.Tensor) -> None:
+    posterior = model.encode(x)
+    assert posterior.batch_shape == (BATCH,) and posterior.event_shape == (LATENT_DIM,)
+    assert posterior.has_rsample
+    out = model(x)
+    assert isinstance(out, pyvae.VAEOutput)
+    assert out.z.shape == (BATCH, LATENT_DIM)
+    assert out.params.shape == x.shape
+    terms = model.loss(x, out)
+    assert terms.loss.shape == () and terms.recon.shape == (BATCH,) and terms.kl.shape == (BATCH,)
+    assert model.sample(7).shape == (7, *INPUT_SHAPE)
+    assert model.reconstruct(x).shape == x.shape
+
+
+def test_loss_is_finite_and_its_terms_add_up(model: BaseVAE, x: torch.Tensor) -> None:
+    out = model(x)
+    terms = model.loss(x, out, beta=0.5)
+    assert torch.isfinite(terms.loss) and torch.isfinite(terms.recon).all()
+    assert (terms.kl >= 0).all()  # closed-form KL of a Gaussian to N(0, I)
+    torch.testing.assert_close(terms.loss, (terms.recon + 0.5 * terms.kl).mean())
+    torch.testing.assert_close(terms.elbo, -(terms.recon + terms.kl))
+    expected_recon = -model.likelihood.distribution(out.params).log_prob(x)
+    torch.testing.assert_close(terms.recon, expected_recon)
+
+
+def test_gradients_reach_every_parameter(model: BaseVAE, x: torch.Tensor) -> None:
+    model.loss(x, model(x)).loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(parameter.grad).all(), f"{name} has a non-finite gradient"
+        assert parameter.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
+
+
+def test_eval_mode_is_deterministic(model: BaseVAE, x: torch.Tensor) -> None:
+    model.eval()
+    torch.testing.assert_close(model.reconstruct(x), model.reconstruct(x), rtol=0, atol=0)
+    torch.testing.assert_close(model.encode(x).mean, model.encode(x).mean, rtol=0, atol=0)
+    torch.manual_seed(1)
+    first = model(x).params
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(x).params, first, rtol=0, atol=0)
+
+
+def test_state_dict_round_trip(model: BaseVAE, x: torch.Tensor) -> None:
+    model.eval()
+    torch.manual_seed(123)
+    other = pyvae.build(model.config).eval()
+    assert not torch.equal(other.reconstruct(x), model.reconstruct(x))
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other.reconstruct(x), model.reconstruct(x), rtol=0, atol=0)
+
+
+def test_rebuild_from_stored_config(model: BaseVAE) -> None:
+    config = json.loads(json.dumps(model.config))  # what a checkpoint stores
+    rebuilt = pyvae.build(config)
+    assert type(rebuilt) is type(model)
+    assert rebuilt.config == model.config
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+
+
+def test_wrong_inputs_give_clear_errors(model: BaseVAE, x: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=r"x: expected shape \(B, 1, 8, 8\), got \(5, 64\)"):
+        model(x.flatten(1))
+    with pytest.raises(TypeError, match="expected a floating-point tensor, got dtype torch.uint8"):
+        model((x * 255).to(torch.uint8))
+    with pytest.raises(TypeError, match=r"x: expected dtype torch.float32 \(the model's\)"):
+        model(x.double())
+    with pytest.raises(TypeError, match="x: expected a tensor"):
+        model(x.numpy())  # type: ignore[arg-type]
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x: expected finite values, got 1 non-finite"):
+        model(bad)
+    with pytest.raises(ValueError, match="outside it"):
+        model.loss(x + 1, model(x + 1))
+    with pytest.raises(ValueError, match="beta: expected a number >= 0"):
+        model.loss(x, model(x), beta=-1.0)
+    with pytest.raises(TypeError, match="out: expected the VAEOutput"):
+        model.loss(x, (model(x).params,))  # type: ignore[arg-type]
+
+
+def test_value_checks_can_be_switched_off(model: BaseVAE, x: torch.Tensor) -> None:
+    pyvae.set_validate_args(False)
+    try:
+        terms = model.loss(x * 2, model(x * 2))  # outside Bernoulli's support: not checked
+        assert terms.recon.shape == (BATCH,)
+    finally:
+        pyvae.set_validate_args(True)
+    with pytest.raises(TypeError, match="expected a bool"):
+        pyvae.set_validate_args(1)  # type: ignore[arg-type]
+
+
+def test_sample_uses_model_dtype_and_generator(model: BaseVAE) -> None:
+    model.double()
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    first, second = model.sample(4, generator=g1), model.sample(4, generator=g2)
+    assert first.dtype == torch.float64
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert not torch.equal(model.sample(4, generator=g1), first)  # the generator advanced
+
+
+def test_likelihood_mean_is_in_the_data_range(model: BaseVAE, x: torch.Tensor) -> None:
+    samples = model.sample(6)
+    assert ((samples >= 0) & (samples <= 1)).all()  # Bernoulli means
