@@ -75,6 +75,7 @@ def _mixture() -> Distribution:
     return MixtureSameFamily(Categorical(logits=torch.zeros(2)), _gaussian(2))  # 2 components
 
 
-# The pairs pyvae's own posteriors and priors produce (diagonal Gaussian posterior against the
-# normal/learned_normal priors and against the mog/vamp mixtures).
+# The pairs pyvae's own posteriors and priors produce: a diagonal Gaussian posterior against the
+# normal/learned_normal priors, and against the mog/vamp mixtures (torch has no closed form for
+# the latter, a lookup that compiles already; warmed so that it stays so if torch adds one).
 warm_kl_dispatch((_gaussian(), _gaussian()), (_gaussian(), _mixture()))
