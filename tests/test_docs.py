@@ -1,0 +1,353 @@
+"""The documentation cannot drift from the code.
+
+* Every ```python block of ``docs/**/*.md`` and ``README.md`` runs, page by page, in order, in one
+  namespace per page, inside a temporary working directory. Directives in HTML comments (invisible
+  on the site) placed on the lines right before a block adjust it:
+
+  - ``<!-- skip: REASON -->``: the block is not run (a reason is required, e.g. it downloads);
+  - ``<!-- test-replace: OLD => NEW -->``: run the block with OLD replaced by NEW (OLD must occur),
+    e.g. fewer epochs, so the suite stays fast;
+  - ``<!-- package-file: PATH -->`` (on any fenced block): the block is the file PATH of the
+    page's example plug-in package (see ``test_plugin_package_loads_through_entry_points``).
+
+  Names a page registers (plug-ins) are removed from pyvae's registries after the page.
+
+  The working directory holds ``data/MNIST/raw/``: a small MNIST in torchvision's layout, cut from
+  the real MNIST test set in ``../shared/data/mnist/``, so that ``torchvision.datasets.MNIST("data",
+  download=True)`` finds its files and downloads nothing.
+* ``mkdocs build --strict`` passes (no warning, no broken link) when mkdocs is installed
+  (``pip install -e ".[test,docs]"``).
+* The plug-in package of ``docs/plugins.md``, installed as a distribution, registers its names
+  through entry points.
+* Every public name of pyvae has a docstring.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import inspect
+import os
+import pkgutil
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+import pyvae
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+PAGES = [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
+
+# Code run before a page's own blocks, for pages that use names they do not define (README's
+# short example trains on a `loader` of MNIST-shaped batches).
+PREAMBLES: dict[str, str] = {
+    "README.md": textwrap.dedent(
+        """
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        data = TensorDataset(torch.rand(64, 1, 28, 28), torch.zeros(64))
+        loader = DataLoader(data, batch_size=32)
+        """
+    ),
+}
+
+N_TRAIN, N_TEST = 256, 128  # the small MNIST written for the docs' torchvision loaders
+
+FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)[^\n]*$")
+DIRECTIVE = re.compile(
+    r"^\s*<!--\s*(?P<key>skip|test-replace|package-file)\s*:\s*(?P<value>.*?)\s*-->\s*$"
+)
+
+
+@dataclass
+class Block:
+    page: str
+    line: int
+    code: str
+    lang: str = "python"
+    skip: str | None = None
+    replacements: list[tuple[str, str]] = field(default_factory=list)
+    package_file: str | None = None
+
+
+def extract_blocks(path: Path, lang: str | None = "python") -> list[Block]:
+    """The fenced blocks of a Markdown file in ``lang`` (all when None), with the directives that
+    precede them."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        indent, block_lang = match["indent"], match["lang"]
+        start = i
+        i += 1
+        body: list[str] = []
+        while i < len(lines) and not re.match(rf"^{re.escape(indent)}```\s*$", lines[i]):
+            body.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i])
+            i += 1
+        i += 1  # the closing fence
+        if lang is not None and block_lang != lang:
+            continue
+        block = Block(page=path.name, line=start + 1, code="\n".join(body) + "\n", lang=block_lang)
+        j = start - 1
+        while j >= 0 and (d := DIRECTIVE.match(lines[j])):
+            if d["key"] == "skip":
+                assert d["value"], f"{path.name}:{j + 1}: a skip directive needs a reason"
+                block.skip = d["value"]
+            elif d["key"] == "package-file":
+                block.package_file = d["value"]
+            else:
+                old, sep, new = d["value"].partition(" => ")
+                assert sep, f"{path.name}:{j + 1}: expected test-replace: OLD => NEW"
+                block.replacements.append((old, new))
+            j -= 1
+        blocks.append(block)
+    return blocks
+
+
+def _write_idx(path: Path, array: torch.Tensor) -> None:
+    """An uncompressed IDX file of unsigned bytes (the MNIST format)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.dim())
+    header += struct.pack(f">{array.dim()}I", *array.shape)
+    path.write_bytes(header + array.to(torch.uint8).contiguous().numpy().tobytes())
+
+
+@pytest.fixture(scope="session")
+def small_mnist_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``MNIST/raw`` in torchvision's layout, with N_TRAIN + N_TEST real MNIST test images."""
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"the MNIST test set is not in {MNIST_DIR}")
+    from pyvae.data import read_idx
+
+    images = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
+    raw = tmp_path_factory.mktemp("mnist") / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    n = N_TRAIN + N_TEST
+    _write_idx(raw / "train-images-idx3-ubyte", images[:N_TRAIN])
+    _write_idx(raw / "train-labels-idx1-ubyte", labels[:N_TRAIN])
+    _write_idx(raw / "t10k-images-idx3-ubyte", images[N_TRAIN:n])
+    _write_idx(raw / "t10k-labels-idx1-ubyte", labels[N_TRAIN:n])
+    for name in [p.name for p in raw.iterdir()]:  # the .gz files torchvision keeps beside them
+        with open(raw / name, "rb") as src, gzip.open(raw / f"{name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return raw
+
+
+PAGES_WITH_CODE = [p for p in PAGES if extract_blocks(p)]
+REGISTRIES = [pyvae.MODELS, pyvae.LIKELIHOODS, pyvae.PRIORS, pyvae.CORRUPTIONS]
+
+
+@pytest.fixture
+def isolated_registries() -> Iterator[None]:
+    """Names registered while a page runs are forgotten afterwards."""
+    saved = [(registry, dict(registry._classes)) for registry in REGISTRIES]
+    try:
+        yield
+    finally:
+        for registry, classes in saved:
+            registry._classes.clear()
+            registry._classes.update(classes)
+
+
+@pytest.mark.parametrize(
+    "page", PAGES_WITH_CODE, ids=[str(p.relative_to(ROOT)) for p in PAGES_WITH_CODE]
+)
+def test_page_code_runs(
+    page: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    small_mnist_raw: Path,
+    isolated_registries: None,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    shutil.copytree(small_mnist_raw.parent, tmp_path / "data" / "MNIST")
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    preamble = PREAMBLES.get(page.name)
+    if preamble:
+        exec(compile(preamble, f"<preamble of {page.name}>", "exec"), namespace)
+    ran = 0
+    try:
+        for block in extract_blocks(page):
+            if block.skip:
+                continue
+            code = block.code
+            for old, new in block.replacements:
+                assert old in code, (
+                    f"{page.name}:{block.line}: test-replace {old!r} not in the block"
+                )
+                code = code.replace(old, new)
+            try:
+                exec(compile(code, f"{page.name}:{block.line}", "exec"), namespace)
+            except Exception as exc:
+                raise AssertionError(
+                    f"the code block at {page.relative_to(ROOT)}:{block.line} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            ran += 1
+    finally:
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+    assert ran, f"{page.name}: every block is skipped"
+
+
+def test_directives_are_well_formed() -> None:
+    """A directive must sit right above a fenced block (``skip`` and ``test-replace`` above a
+    python one), or it would silently do nothing."""
+    for page in PAGES:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            directive = DIRECTIVE.match(line)
+            if not directive:
+                continue
+            k = i + 1
+            while k < len(lines) and DIRECTIVE.match(lines[k]):
+                k += 1
+            fence = FENCE.match(lines[k]) if k < len(lines) else None
+            assert fence, f"{page.name}:{i + 1}: a directive must sit right above a fenced block"
+            if directive["key"] != "package-file":
+                assert fence["lang"] == "python", (
+                    f"{page.name}:{i + 1}: {directive['key']} applies to ```python blocks only"
+                )
+
+
+def test_plugin_package_loads_through_entry_points(tmp_path: Path) -> None:
+    """The package of docs/plugins.md, installed (as a .dist-info on the path), registers its
+    names through its entry points in a fresh interpreter, and they work together."""
+    page = DOCS / "plugins.md"
+    blocks = extract_blocks(page, lang=None)
+    files = {b.package_file: b.code for b in blocks if b.package_file}
+    assert {"pyproject.toml", "src/pyvae_tiny/__init__.py"} <= set(files)
+    # components.py is "the three classes above, as they are": the page's python blocks that
+    # register them.
+    registering = [b.code for b in blocks if b.lang == "python" and "@pyvae.register_" in b.code]
+    assert len(registering) == 3, "expected the likelihood, prior and model blocks"
+    files["src/pyvae_tiny/components.py"] = "\n\n".join(registering)
+
+    import tomllib
+
+    project = tomllib.loads(files["pyproject.toml"])["project"]
+    site = tmp_path / "site"
+    package = site / "pyvae_tiny"
+    package.mkdir(parents=True)
+    for name, text in files.items():
+        if name.startswith("src/pyvae_tiny/"):
+            (package / Path(name).name).write_text(text, encoding="utf-8")
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    entry_points = "".join(
+        f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in eps.items()) + "\n"
+        for group, eps in project["entry-points"].items()
+    )
+    (info / "entry_points.txt").write_text(entry_points)
+
+    check = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("error")          # a plug-in that fails to load warns: fail instead
+        import torch, pyvae
+        assert "tiny_mlp" in pyvae.list_models(), pyvae.list_models()
+        assert "student_t" in pyvae.list_likelihoods(), pyvae.list_likelihoods()
+        assert "laplace" in pyvae.list_priors(), pyvae.list_priors()
+        model = pyvae.build("tiny_mlp", input_shape=(6,), latent_dim=2, likelihood="student_t",
+                            prior="laplace")
+        x = torch.randn(4, 6)
+        model.loss(x, model(x)).loss.backward()
+        assert pyvae.build(model.config).config == model.config
+        print("ok")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src")])}
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_mkdocs_build_strict(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "mkdocs", reason='the docs extra is not installed: pip install -e ".[docs]"'
+    )
+    pytest.importorskip("material", reason="mkdocs-material is not installed")
+    pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(ROOT / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stderr}"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert not warnings, "\n".join(warnings)
+
+
+def _public_names() -> list[tuple[str, object]]:
+    """(qualified name, object) for every name in the ``__all__`` of pyvae and its modules, and
+    the public methods and properties that their classes define."""
+    modules = [pyvae] + [
+        importlib.import_module(info.name)
+        for info in pkgutil.walk_packages(pyvae.__path__, "pyvae.")
+        if not info.name.split(".")[-1].startswith("_")
+    ]
+    seen: set[int] = set()
+    names: list[tuple[str, object]] = []
+    for module in modules:
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if name.startswith("__") or id(obj) in seen:
+                continue
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue  # constants and type aliases; a registry is documented by its class
+            seen.add(id(obj))
+            names.append((f"{module.__name__}.{name}", obj))
+            if inspect.isclass(obj) and obj.__module__.startswith("pyvae"):
+                for attr, value in vars(obj).items():
+                    if attr.startswith("_"):
+                        continue
+                    if inspect.isfunction(value) or isinstance(
+                        value, (property, classmethod, staticmethod)
+                    ):
+                        names.append(
+                            (f"{obj.__module__}.{obj.__qualname__}.{attr}", getattr(obj, attr))
+                        )
+    return names
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    missing = []
+    for qualname, obj in _public_names():
+        doc = inspect.getdoc(obj)  # inherited from a base class's method when not overridden
+        if not doc or not doc.strip():
+            missing.append(qualname)
+    assert not missing, "public names without a docstring:\n" + "\n".join(sorted(set(missing)))
