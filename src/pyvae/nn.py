@@ -15,7 +15,8 @@ LOG_VAR_MIN, LOG_VAR_MAX = -30.0, 20.0
 
 
 def mlp(sizes: Sequence[int], *, final_activation: bool = False) -> nn.Sequential:
-    """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` with ReLU between them."""
+    """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` with ReLU between them (and
+    after the last one if ``final_activation``): maps (B, sizes[0]) to (B, sizes[-1])."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
@@ -39,6 +40,8 @@ class GaussianHead(nn.Module):
         self.linear = nn.Linear(in_features, 2 * latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:
+        """q(z|x) from features ``h`` of shape (B, in_features): an ``Independent(Normal)`` with
+        batch shape (B,) and event shape (latent_dim,)."""
         loc, log_var = self.linear(h).chunk(2, dim=-1)
         scale = torch.exp(0.5 * log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX))
         return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
@@ -56,7 +59,9 @@ def conv_output_sizes(size: int, n_layers: int) -> list[int]:
 
 
 def conv_encoder(in_channels: int, channels: Sequence[int], batch_norm: bool) -> nn.Sequential:
-    """Strided 3x3 convolutions, each halving height and width (rounding up), with ReLU."""
+    """Strided 3x3 convolutions, each halving height and width (rounding up), with ReLU (and
+    ``BatchNorm2d`` before it if ``batch_norm``): maps (B, in_channels, H, W) to
+    (B, channels[-1], H', W') with H', W' from :func:`conv_output_sizes`."""
     layers: list[nn.Module] = []
     for c_in, c_out in zip([in_channels, *channels[:-1]], channels, strict=True):
         layers.append(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=not batch_norm))
