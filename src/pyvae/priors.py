@@ -14,6 +14,7 @@ first two against a Gaussian posterior is closed-form; the mixtures' is a Monte 
 from __future__ import annotations
 
 import abc
+import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -65,7 +66,8 @@ class Prior(Configurable, nn.Module, abc.ABC):
         if generator is None:
             return dist.sample((n,))
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        device = dist.sample((0,)).device  # where the prior lives
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        device = torch.device("cpu") if tensor is None else tensor.device  # where the prior lives
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             return dist.sample((n,))
