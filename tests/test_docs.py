@@ -31,6 +31,7 @@ import os
 import pkgutil
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -148,6 +149,12 @@ def small_mnist_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return raw
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 PAGES_WITH_CODE = [p for p in PAGES if extract_blocks(p)]
 REGISTRIES = [pyvae.MODELS, pyvae.LIKELIHOODS, pyvae.PRIORS, pyvae.CORRUPTIONS]
 
@@ -176,6 +183,7 @@ def test_page_code_runs(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PYVAE_DOCS_FREE_PORT", str(_free_port()))  # for a DDP example
     shutil.copytree(small_mnist_raw.parent, tmp_path / "data" / "MNIST")
     namespace: dict[str, object] = {"__name__": "__main__"}
     preamble = PREAMBLES.get(page.name)
