@@ -1,18 +1,61 @@
-"""Data sets for VAEs: MNIST-format IDX files read from a local folder (no download)."""
+"""Data sets for VAEs as tensors: MNIST-format folders, torchvision (Fashion)MNIST, sklearn digits.
+
+Every loader returns a :class:`DataSplits`: float images in [0, 1] of shape (N, C, H, W) with
+integer labels, already split into a training and an evaluation part, so that a model can be
+trained and scored without further plumbing::
+
+    >>> from pyvae.data import load_dataset
+    >>> data = load_dataset("digits")             # scikit-learn's 8x8 digits, no download
+    >>> data.train.images.shape, data.eval.images.shape
+    (torch.Size([1438, 1, 8, 8]), torch.Size([359, 1, 8, 8]))
+
+Nothing is downloaded unless ``download=True`` is passed (MNIST and FashionMNIST through
+torchvision).
+"""
 
 from __future__ import annotations
 
 import gzip
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
-__all__ = ["read_idx"]
+__all__ = [
+    "DATASETS",
+    "DataSplits",
+    "ImageSet",
+    "load_dataset",
+    "load_digits",
+    "load_mnist",
+    "read_idx",
+    "read_mnist_folder",
+]
 
-_IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, str] = {
+    0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"
+}
+
+#: The data set names that :func:`load_dataset` (and ``pyvae train --data``) accepts.
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
+
+DIGIT_CLASSES: tuple[str, ...] = tuple(str(i) for i in range(10))
+FASHION_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -24,12 +67,17 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     path = Path(path)
     raw = path.read_bytes()
     if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, expected {header})")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
@@ -38,3 +86,267 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
         )
     array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
+
+
+@dataclass
+class ImageSet:
+    """Images and labels of one split.
+
+    Attributes:
+        images: float32 tensor (N, C, H, W), values in [0, 1].
+        labels: int64 tensor (N,), class indices.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dim() != 4 or self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"ImageSet: expected images (N, C, H, W) and labels (N,), got "
+                f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def dataset(self) -> TensorDataset:
+        """A ``TensorDataset`` of ``(image, label)`` pairs for a ``DataLoader``."""
+        return TensorDataset(self.images, self.labels)
+
+    def head(self, n: int | None) -> ImageSet:
+        """The first ``n`` examples (all of them when ``n`` is None or larger than the set)."""
+        if n is None:
+            return self
+        if n <= 0:
+            raise ValueError(f"n: expected a positive number of examples, got {n}")
+        return ImageSet(self.images[:n], self.labels[:n])
+
+
+@dataclass
+class DataSplits:
+    """A data set split into a training and an evaluation part.
+
+    Attributes:
+        name: the data set's name (``"digits"``, ``"mnist"``, ``"fashion-mnist"``).
+        train: the training split.
+        eval: the evaluation split (held out from training).
+        classes: the class names, indexed by label.
+        note: how the split was made, in words (shown in reports).
+    """
+
+    name: str
+    train: ImageSet
+    eval: ImageSet
+    classes: tuple[str, ...] = DIGIT_CLASSES
+    note: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape of one image, (C, H, W)."""
+        c, h, w = self.train.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+
+def load_digits(*, eval_fraction: float = 0.2, seed: int = 0) -> DataSplits:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with scikit-learn).
+
+    Pixels 0..16 are scaled to [0, 1]; images have shape (1, 8, 8). The split is a seeded random
+    permutation (``eval_fraction`` of the images held out), the same for the same ``seed``.
+
+    Raises:
+        ImportError: if scikit-learn is not installed (``pip install 'pyvae[viz]'``).
+    """
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction: expected a number in (0, 1), got {eval_fraction!r}")
+    datasets = _import_sklearn_datasets()
+    bunch = datasets.load_digits()
+    images = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32) / 16.0).unsqueeze(1)
+    labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_eval = round(len(labels) * eval_fraction)
+    train_idx, eval_idx = order[n_eval:], order[:n_eval]
+    return DataSplits(
+        name="digits",
+        train=ImageSet(images[train_idx], labels[train_idx]),
+        eval=ImageSet(images[eval_idx], labels[eval_idx]),
+        classes=DIGIT_CLASSES,
+        note=(
+            f"scikit-learn 8x8 digits, pixels/16; seeded split (seed {seed}): "
+            f"{len(train_idx)} train, {n_eval} eval"
+        ),
+    )
+
+
+def _import_sklearn_datasets():  # type: ignore[no-untyped-def]
+    try:
+        from sklearn import datasets
+    except ImportError as exc:
+        raise ImportError(
+            "the 'digits' data set needs scikit-learn: pip install 'pyvae[viz]'"
+        ) from exc
+    return datasets
+
+
+_SUBDIRS = {"mnist": ("", "MNIST/raw", "raw"), "fashion-mnist": ("", "FashionMNIST/raw", "raw")}
+
+
+def _find_idx(root: Path, stem: str, subdirs: tuple[str, ...]) -> Path | None:
+    for sub in subdirs:
+        for suffix in ("", ".gz"):
+            candidate = root / sub / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_mnist_folder(
+    root: str | os.PathLike[str],
+    *,
+    name: str = "mnist",
+    eval_size: int = 2000,
+) -> DataSplits:
+    """MNIST-format IDX files from a local folder (no download).
+
+    Looks in ``root``, ``root/MNIST/raw`` (``root/FashionMNIST/raw`` for FashionMNIST: the
+    layout torchvision writes) and ``root/raw`` for ``train-images-idx3-ubyte``,
+    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``,
+    each optionally ``.gz``. With the training files, the training set trains and the test set
+    evaluates. With only the test-set files, the test set is split: its first
+    ``N - eval_size`` images train and the last ``eval_size`` evaluate (for the official 10,000:
+    0-7999 and 8000-9999).
+
+    Args:
+        root: the folder.
+        name: ``"mnist"`` or ``"fashion-mnist"`` (class names and where to look).
+        eval_size: evaluation images taken from a test-set-only folder.
+
+    Raises:
+        FileNotFoundError: if the test-set files are not there (the message lists where it looked).
+        ValueError: if a file is corrupt, or images and labels do not match.
+    """
+    if name not in _SUBDIRS:
+        raise ValueError(f"name: expected 'mnist' or 'fashion-mnist', got {name!r}")
+    root = Path(root)
+    subdirs = _SUBDIRS[name]
+    found = {
+        stem: _find_idx(root, stem, subdirs)
+        for stem in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+    }
+    if found["t10k-images-idx3-ubyte"] is None or found["t10k-labels-idx1-ubyte"] is None:
+        places = ", ".join(str(root / s) if s else str(root) for s in subdirs)
+        raise FileNotFoundError(
+            f"no {name} files in {root}: expected t10k-images-idx3-ubyte[.gz] and "
+            f"t10k-labels-idx1-ubyte[.gz] (and optionally the train-* files) in {places}; "
+            f"pass download=True (--download) to fetch them with torchvision"
+        )
+    test = _read_pair(found["t10k-images-idx3-ubyte"], found["t10k-labels-idx1-ubyte"])
+    classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
+    train_images, train_labels = found["train-images-idx3-ubyte"], found["train-labels-idx1-ubyte"]
+    if train_images is not None and train_labels is not None:
+        train = _read_pair(train_images, train_labels)
+        return DataSplits(
+            name, train, test, classes,
+            note=f"{name} from {root}: {len(train)} training images, {len(test)} test images",
+        )
+    if not 0 < eval_size < len(test):
+        raise ValueError(
+            f"eval_size: expected between 1 and {len(test) - 1} for {len(test)} test images, "
+            f"got {eval_size}"
+        )
+    n_train = len(test) - eval_size
+    return DataSplits(
+        name,
+        ImageSet(test.images[:n_train], test.labels[:n_train]),
+        ImageSet(test.images[n_train:], test.labels[n_train:]),
+        classes,
+        note=(
+            f"{name} test set only, from {root}: images 0-{n_train - 1} train, "
+            f"{n_train}-{len(test) - 1} evaluate"
+        ),
+    )
+
+
+def _read_pair(images_path: Path | None, labels_path: Path | None) -> ImageSet:
+    assert images_path is not None and labels_path is not None
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{images_path} and {labels_path}: expected images (N, H, W) and labels (N,), got "
+            f"{tuple(images.shape)} and {tuple(labels.shape)}"
+        )
+    return ImageSet(images.unsqueeze(1).float() / 255.0, labels.long())
+
+
+def load_mnist(
+    root: str | os.PathLike[str] = "data",
+    *,
+    name: str = "mnist",
+    download: bool = False,
+    eval_size: int = 2000,
+) -> DataSplits:
+    """MNIST or FashionMNIST, from local files or downloaded with torchvision.
+
+    Existing files in ``root`` are used as :func:`read_mnist_folder` describes (a folder with only
+    the test-set files works). When they are missing and ``download`` is True, torchvision
+    downloads the data set into ``root`` (its usual layout, ``root/MNIST/raw``), and the official
+    training set trains while the test set evaluates.
+
+    Args:
+        root: the data folder.
+        name: ``"mnist"`` or ``"fashion-mnist"``.
+        download: allow torchvision to download missing files.
+        eval_size: see :func:`read_mnist_folder`.
+
+    Raises:
+        FileNotFoundError: files missing and ``download`` is False.
+    """
+    try:
+        return read_mnist_folder(root, name=name, eval_size=eval_size)
+    except FileNotFoundError:
+        if not download:
+            raise
+    from torchvision import datasets
+
+    cls = datasets.FashionMNIST if name == "fashion-mnist" else datasets.MNIST
+    parts = [cls(str(root), train=train, download=True) for train in (True, False)]
+    train, test = (
+        ImageSet(p.data.unsqueeze(1).float() / 255.0, p.targets.long()) for p in parts
+    )
+    classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
+    return DataSplits(
+        name, train, test, classes,
+        note=f"{name} downloaded by torchvision to {root}: {len(train)} train, {len(test)} test",
+    )
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> DataSplits:
+    """Load a data set by name: ``"digits"``, ``"mnist"`` or ``"fashion-mnist"``.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        root: the data folder for MNIST/FashionMNIST (default ``"data"``); ignored for digits.
+        download: allow torchvision to download MNIST/FashionMNIST.
+        seed: the seed of the digits' train/eval split.
+
+    Raises:
+        ValueError: unknown name.
+        FileNotFoundError: MNIST files missing and ``download`` is False.
+    """
+    if name == "digits":
+        return load_digits(seed=seed)
+    if name in ("mnist", "fashion-mnist"):
+        return load_mnist("data" if root is None else root, name=name, download=download)
+    raise ValueError(f"data set: expected one of {', '.join(DATASETS)}, got {name!r}")
