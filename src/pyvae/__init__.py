@@ -4,6 +4,7 @@
 >>> model = pyvae.build("conv", latent_dim=4)  # an nn.Module; train it in your own loop
 """
 
+from pyvae.checkpoint import CheckpointError, load
 from pyvae.config import ConfigError, Configurable
 from pyvae.evaluation import elbo, iwae_bound, linear_warmup, log_likelihood
 from pyvae.factory import build, list_models
@@ -53,6 +54,7 @@ __all__ = [
     "PRIORS",
     "BaseVAE",
     "BernoulliLikelihood",
+    "CheckpointError",
     "ConfigError",
     "Configurable",
     "ContinuousBernoulliLikelihood",
@@ -80,6 +82,7 @@ __all__ = [
     "list_likelihoods",
     "list_models",
     "list_priors",
+    "load",
     "log_likelihood",
     "register_corruption",
     "register_likelihood",

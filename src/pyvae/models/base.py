@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -180,6 +182,21 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             device=None if reference is None else reference.device,
         )
         check_finite("x", x)
+
+    def save(
+        self, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
+    ) -> Path:
+        """Write the weights (safetensors) and the build config (JSON) to ``path``; no pickle.
+
+        ``pyvae.load(path)`` rebuilds the model exactly. See :func:`pyvae.checkpoint.save`.
+
+        Args:
+            path: the file to write, conventionally ``*.safetensors``.
+            metadata: optional JSON-serialisable values stored beside the config.
+        """
+        from pyvae.checkpoint import save
+
+        return save(self, path, metadata=metadata)
 
     def extra_repr(self) -> str:
         return f"input_shape={self.input_shape}, latent_dim={self.latent_dim}"
