@@ -1,5 +1,5 @@
-"""Mixed precision: training under ``torch.autocast`` (bfloat16 on CPU) runs without NaN and the loss
-terms are computed and reduced in float32.
+"""Mixed precision: training under ``torch.autocast`` (bfloat16 on CPU) runs without NaN, and the
+loss terms are computed and reduced in float32.
 
 float16 and bfloat16 autocast on CUDA follow the same code path (``BaseVAE.loss`` upcasts 16-bit
 decoder outputs and latent samples); they are not run here (no GPU in CI).

@@ -108,7 +108,9 @@ def _compare(model: pyvae.BaseVAE, backend: str, *, rtol: float, atol: float) ->
         out, grads = _run(model, compiled, x, seed=seed)
         if seed == 123:
             for name, a, b in zip(("loss", "recon", "kl"), out, eager_out, strict=True):
-                torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, n=name: n + m)
+                torch.testing.assert_close(
+                    a, b, rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
+                )
             assert grads.keys() == eager_grads.keys()
             assert len(grads) == len(list(model.parameters()))  # every parameter gets a gradient
             for name in grads:
@@ -117,7 +119,7 @@ def _compare(model: pyvae.BaseVAE, backend: str, *, rtol: float, atol: float) ->
                     eager_grads[name],
                     rtol=rtol,
                     atol=atol,
-                    msg=lambda m, n=name: n + m,
+                    msg=lambda m, n=name: f"{n}: {m}",
                 )
         else:
             assert not torch.equal(out[0], eager_out[0])  # new noise: not a constant folded in
