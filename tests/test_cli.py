@@ -1,0 +1,184 @@
+"""The ``pyvae`` command end to end on tiny settings, and its error messages."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+from PIL import Image
+
+import pyvae
+from pyvae.cli import main
+
+matplotlib.use("Agg")
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+RUN_FILES = {
+    "model.safetensors", "history.csv", "history.json", "metrics.json", "run.json",
+    "curves.png", "reconstructions.png", "samples.png", "latent.png", "manifold.png",
+    "interpolation.png", "report.html",
+}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``pyvae demo`` for 2 epochs on 400 training and 100 evaluation digits, progress bar on."""
+    out = tmp_path_factory.mktemp("cli") / "demo"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["demo", "--out", str(out), "--epochs", "2", "--limit", "400",
+                     "--eval-limit", "100", "--k", "4"])
+    assert code == 0, err.getvalue()
+    return out, err.getvalue()
+
+
+def test_demo_writes_every_file_of_the_run_folder(demo_run: tuple[Path, str]) -> None:
+    out, stderr = demo_run
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    assert "epoch 2/2" in stderr and "recon=" in stderr and "kl=" in stderr  # the progress bar
+    for name in RUN_FILES:
+        if name.endswith(".png"):
+            with Image.open(out / name) as im:
+                assert im.size[0] > 200 and im.size[1] > 100, name
+
+
+def test_demo_records_curves_metrics_and_config(demo_run: tuple[Path, str]) -> None:
+    out, _ = demo_run
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    history = json.loads((out / "history.json").read_text())
+    assert history[1]["step"] == 2 * (400 // 32)  # 400 images, batches of 32, last one dropped
+    for row in history:
+        assert row["train_neg_elbo"] == pytest.approx(row["train_recon"] + row["train_kl"])
+        assert row["eval_neg_elbo"] == pytest.approx(row["eval_recon"] + row["eval_kl"])
+    run = json.loads((out / "run.json").read_text())
+    metrics = run["metrics"]
+    assert (metrics["n_train"], metrics["n_eval"], metrics["nll_k"]) == (400, 100, 4)
+    assert metrics["eval_neg_elbo"] == history[-1]["eval_neg_elbo"]
+    assert 0 < metrics["eval_nll"] < 100  # nats per 8x8 image
+    assert run["model"]["name"] == "conv" and run["model"]["input_shape"] == [1, 8, 8]
+    assert run["data"]["name"] == "digits"
+    model = pyvae.load(out)
+    assert model.config == run["model"]
+    report = (out / "report.html").read_text()
+    for name in RUN_FILES - {"report.html"}:
+        assert f'"{name}"' in report, name  # every figure shown, every file linked
+    assert f"{metrics['eval_nll']:.2f} nats" in report
+
+
+def test_eval_reports_elbo_and_nll(
+    demo_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = demo_run
+    assert main(["eval", str(out), "--k", "8", "--limit", "50", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["n_images"], result["k"], result["data"]) == (50, 8, "digits")
+    assert result["neg_elbo"] == pytest.approx(result["recon"] + result["kl"])
+    # the importance-sampled bound is tighter than the ELBO (up to Monte Carlo noise)
+    assert result["nll"] < result["neg_elbo"] + 0.5
+    assert main(["eval", str(out / "model.safetensors"), "--k", "2", "--limit", "10"]) == 0
+    assert "NLL (k=2" in capsys.readouterr().out
+
+
+def test_sample_writes_a_grid(demo_run: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = demo_run
+    assert main(["sample", str(out), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.size == (4 * 9 + 1, 4 * 9 + 1)  # 4 x 4 tiles of 8 x 8, 1-pixel padding
+    assert main(["sample", str(out), "-n", "9"]) == 0
+    assert (out / "samples_9.png").is_file()
+    (out / "samples_9.png").unlink()
+
+
+def test_train_on_the_mnist_test_set_folder(tmp_path: Path) -> None:
+    """``--data mnist`` on a folder holding only the test-set files; a 3-D latent space gives
+    the PCA and t-SNE panels."""
+    out = tmp_path / "mnist"
+    code = main([
+        "train", "--model", "mlp", "--data", "mnist", "--data-dir", str(MNIST_DIR),
+        "--latent-dim", "3", "--epochs", "1", "--limit", "256", "--eval-limit", "60",
+        "--batch-size", "64", "--model-arg", "hidden_dims=[32]", "--likelihood",
+        '{"name": "bernoulli"}', "--k", "2", "--no-progress", "--out", str(out),
+    ])
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["hidden_dims"] == [32] and run["model"]["latent_dim"] == 3
+    assert "0-7999 train" in run["data"]["note"]
+    assert run["metrics"]["n_eval"] == 60
+    assert (out / "latent.png").is_file() and (out / "report.html").is_file()
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_bad_arguments_give_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _error(["train", "--epochs", "0"], capsys)
+    assert code == 2 and "--epochs: expected a positive integer, got '0'" in err
+    code, err = _error(["train", "--data", "cifar"], capsys)
+    assert code == 2 and "invalid choice: 'cifar'" in err
+    code, err = _error(["train", "--likelihood", "{bad json"], capsys)
+    assert code == 2 and "invalid JSON" in err
+    code, err = _error(["train", "--model-arg", "noequals"], capsys)
+    assert code == 2 and "expected KEY=VALUE" in err
+    code, err = _error([], capsys)
+    assert code == 2 and "COMMAND" in err
+    code, err = _error(["train", "--model", "convv", "--epochs", "1", "--limit", "8",
+                        "--out", str(tmp_path / "x")], capsys)
+    assert code == 1 and "Unknown model 'convv'. Did you mean 'conv'?" in err
+    code, err = _error(["train", "--model-arg", "colour=1", "--epochs", "1",
+                        "--out", str(tmp_path / "x")], capsys)
+    assert code == 1 and "unknown argument 'colour'" in err
+    code, err = _error(["train", "--data", "mnist", "--data-dir", str(tmp_path)], capsys)
+    assert code == 1 and "no mnist files in" in err and "--download" in err
+    code, err = _error(["train", "--likelihood", "gaussian", "--device", "tpu"], capsys)
+    assert code == 2 and "--device" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_checkpoints_give_one_clear_line(
+    demo_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _error(["eval", str(tmp_path / "missing")], capsys)
+    assert code == 1 and "checkpoint not found" in err
+    good = (demo_run[0] / "model.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(good[: len(good) // 2])
+    code, err = _error(["sample", str(tmp_path / "cut.safetensors")], capsys)
+    assert code == 1 and "cut.safetensors: not a readable safetensors file" in err
+    code, err = _error(["sample", str(demo_run[0]), "--out", str(tmp_path / "s.txt")], capsys)
+    assert code == 2 and "expected a .png or .jpg file" in err
+    code, err = _error(["eval", str(demo_run[0]), "--data", "mnist", "--data-dir",
+                        str(MNIST_DIR), "--limit", "5"], capsys)
+    assert code == 2 and "expects inputs of shape (1, 8, 8)" in err
+
+
+def test_python_dash_m_and_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "pyvae", "--version"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == f"pyvae {pyvae.__version__}"
+
+
+def test_same_seed_same_run(tmp_path: Path) -> None:
+    args = ["train", "--model", "mlp", "--model-arg", "hidden_dims=[16]", "--epochs", "1",
+            "--limit", "128", "--eval-limit", "32", "--k", "2", "--no-progress", "--no-figures"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    a, b = pyvae.load(tmp_path / "a"), pyvae.load(tmp_path / "b")
+    for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(ta, tb), name
+    metrics = [json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab"]
+    assert metrics[0]["eval_nll"] == metrics[1]["eval_nll"]
