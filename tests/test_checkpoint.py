@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,9 @@ def test_round_trip_is_exact(tmp_path: Path, config: dict) -> None:
             p.add_(torch.randn_like(p))
         model.train()(torch.rand(4, *model.input_shape))
     path = model.save(tmp_path / "m.safetensors", metadata={"note": "hello", "epochs": 3})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the private mode of a temp file
     loaded = pyvae.load(path)
     assert type(loaded) is type(model)
     assert loaded.config == model.config

@@ -101,7 +101,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 120) ->
     """Save a figure (PNG, SVG or PDF by suffix), creating parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(str(path), dpi=dpi)
+    fig.savefig(str(path), dpi=dpi, bbox_inches="tight", pad_inches=0.08)
     return path
 
 
