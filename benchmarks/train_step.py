@@ -1,0 +1,351 @@
+"""Training-step throughput of pyvae's ``mlp`` and ``conv`` against hand-written PyTorch models of
+exactly the same architecture and loss (MNIST-shaped, batch 128, real MNIST images).
+
+A step is ``zero_grad``, forward, loss, ``backward``, ``Adam.step``. The hand-written models copy
+the pyvae model's weights, so both compute the same function (checked before timing: same loss
+for the same noise). The variants of each model are timed in the same process, alternating
+(:func:`benchmarks.common.alternate`), several rounds; the tables give the median time per step
+and the ratio to the hand-written model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pyvae
+import pyvae.validation
+from benchmarks.common import alternate, median, mnist_images
+
+BATCH = 128
+
+
+# -- the hand-written models ---------------------------------------------------------
+class HandMLP(nn.Module):
+    """784 -> 512 -> 256 -> (loc, log_var) of 16; 16 -> 256 -> 512 -> 784 logits (pyvae's mlp)."""
+
+    def __init__(self, latent: int = 16) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU()
+        )
+        self.head = nn.Linear(256, 2 * latent)
+        self.dec = nn.Sequential(
+            nn.Linear(latent, 256),
+            nn.ReLU(),
+            nn.Linear(256, 512),
+            nn.ReLU(),
+            nn.Linear(512, 784),
+            nn.Unflatten(1, (1, 28, 28)),
+        )
+
+
+class HandConv(nn.Module):
+    """Conv 1->32->64 (3x3, stride 2), dense 3136 -> 256 -> (loc, log_var) of 16, and the mirror
+    with transposed convolutions (pyvae's conv defaults)."""
+
+    def __init__(self, latent: int = 16) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(
+            nn.Conv2d(1, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 256),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(256, 2 * latent)
+        self.dec = nn.Sequential(
+            nn.Linear(latent, 256),
+            nn.ReLU(),
+            nn.Linear(256, 64 * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 3, stride=2, padding=1, output_padding=1),
+        )
+
+
+def hand_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The negative ELBO as one writes it by hand: Bernoulli logits, closed-form Gaussian KL."""
+    loc, log_var = model.head(model.enc(x)).chunk(2, dim=-1)
+    log_var = log_var.clamp(-30.0, 20.0)
+    std = torch.exp(0.5 * log_var)
+    z = loc + std * torch.randn_like(std)
+    logits = model.dec(z)
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    kl = 0.5 * (log_var.exp() + loc.pow(2) - 1.0 - log_var).sum(1)
+    return (recon + kl).mean()
+
+
+def pyvae_loss(model: pyvae.BaseVAE, x: torch.Tensor) -> torch.Tensor:
+    return model.loss(x, model(x)).loss
+
+
+HAND = {"mlp": HandMLP, "conv": HandConv}
+
+
+def copy_weights(src: nn.Module, dst: nn.Module) -> None:
+    src_params, dst_params = list(src.parameters()), list(dst.parameters())
+    assert len(src_params) == len(dst_params)
+    with torch.no_grad():
+        for a, b in zip(src_params, dst_params, strict=True):
+            assert a.shape == b.shape, (a.shape, b.shape)
+            b.copy_(a)
+
+
+def check_same_function(name: str) -> float:
+    """The absolute difference of the two losses on the same batch with the same noise."""
+    torch.manual_seed(0)
+    model = pyvae.build(name)
+    hand = HAND[name]()
+    copy_weights(model, hand)
+    x = mnist_images(BATCH)
+    torch.manual_seed(1)
+    a = pyvae_loss(model, x)
+    torch.manual_seed(1)
+    b = hand_loss(hand, x)
+    diff = (a - b).abs().item()
+    assert diff < 1e-3 * abs(b.item()), (name, a.item(), b.item())
+    return diff
+
+
+# -- proposed changes: one-pass value checks, Bernoulli log_prob summed first ---------
+def _check_finite_one_pass(name: str, value: torch.Tensor) -> None:
+    """``check_finite`` in one reduction (aminmax propagates NaN), not isfinite + all."""
+    if pyvae.validation.validate_args_enabled():
+        lo, hi = torch.aminmax(value.detach())
+        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+            pyvae.validation.check_finite(name, value)  # raises the usual error
+
+
+@contextlib.contextmanager
+def fast_value_checks() -> Iterator[None]:
+    """The changes proposed in docs/performance-results.md, patched in: the finiteness check and
+    the Bernoulli support check in one pass (errors still come from the original code), and a
+    Bernoulli log_prob that sums before negating."""
+    import pyvae.models.base as base
+
+    original_finite = base.check_finite
+    original_support = pyvae.BernoulliLikelihood.check_support
+
+    original_log_prob = pyvae.BernoulliLikelihood.log_prob
+
+    def support_one_pass(self: pyvae.Likelihood, x: torch.Tensor) -> None:
+        lo, hi = torch.aminmax(x.detach())
+        if not bool((lo >= 0) & (hi <= 1)):
+            original_support(self, x)
+
+    def bernoulli_log_prob(
+        self: pyvae.Likelihood, x: torch.Tensor, p: torch.Tensor
+    ) -> torch.Tensor:
+        if pyvae.validation.validate_args_enabled():
+            self.check_support(x)
+        # negate after the sum: one pass over B values, not over B x 784 (and its backward)
+        return -F.binary_cross_entropy_with_logits(p, x, reduction="none").flatten(1).sum(1)
+
+    base.check_finite = _check_finite_one_pass  # the name BaseVAE.check_input calls
+    pyvae.BernoulliLikelihood.check_support = support_one_pass  # type: ignore[method-assign]
+    pyvae.BernoulliLikelihood.log_prob = bernoulli_log_prob  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        base.check_finite = original_finite
+        pyvae.BernoulliLikelihood.check_support = original_support  # type: ignore[method-assign]
+        pyvae.BernoulliLikelihood.log_prob = original_log_prob  # type: ignore[method-assign]
+
+
+# -- the variants -------------------------------------------------------------------
+@dataclass
+class Variant:
+    label: str
+    impl: str  # "pyvae" or "hand"
+    compiled: bool = False
+    mode: str | None = None  # torch.compile mode
+    channels_last: bool = False
+    validate: bool = True
+    fast_checks: bool = False  # the value checks proposed in docs/performance-results.md
+    compile_seconds: float = 0.0
+    step: Callable[[], None] = field(default=lambda: None, repr=False)
+
+
+def build_variant(name: str, variant: Variant, batches: list[torch.Tensor]) -> Variant:
+    torch.manual_seed(0)
+    reference = pyvae.build(name)
+    model: nn.Module
+    if variant.impl == "pyvae":
+        model = copy.deepcopy(reference)
+        loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] = pyvae_loss  # type: ignore[assignment]
+    else:
+        model = HAND[name]()
+        copy_weights(reference, model)
+        loss_fn = hand_loss
+    memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    data = [b.contiguous(memory_format=memory_format) for b in batches]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def forward_loss(x: torch.Tensor) -> torch.Tensor:
+        return loss_fn(model, x)
+
+    fn: Callable[[torch.Tensor], torch.Tensor] = forward_loss
+    if variant.compiled:
+        fn = torch.compile(forward_loss, mode=variant.mode, fullgraph=True)
+    counter = [0]
+
+    def step() -> None:
+        x = data[counter[0] % len(data)]
+        counter[0] += 1
+        optimizer.zero_grad(set_to_none=True)
+        loss = fn(x)
+        loss.backward()
+        optimizer.step()
+
+    if variant.fast_checks:
+
+        def step_fast_checks() -> None:
+            with fast_value_checks():
+                step()
+
+        variant.step = step_fast_checks
+    elif variant.impl == "pyvae" and not variant.validate:
+
+        def step_no_checks() -> None:
+            pyvae.set_validate_args(False)
+            try:
+                step()
+            finally:
+                pyvae.set_validate_args(True)
+
+        variant.step = step_no_checks
+    else:
+        variant.step = step
+    if variant.compiled:  # compile now, outside the timing
+        start = time.perf_counter()
+        variant.step()
+        variant.compile_seconds = time.perf_counter() - start
+    return variant
+
+
+def variants_for(name: str, *, compile_: bool, modes: list[str]) -> list[list[Variant]]:
+    """Groups of variants timed together (alternating)."""
+    groups = [
+        [
+            Variant("hand-written, eager", "hand"),
+            Variant("pyvae, eager", "pyvae"),
+            Variant("pyvae, eager, validate_args off", "pyvae", validate=False),
+            Variant("pyvae, eager, proposed fixes (see below)", "pyvae", fast_checks=True),
+        ]
+    ]
+    if name == "conv":
+        groups.append(
+            [
+                Variant("hand-written, eager, channels_last", "hand", channels_last=True),
+                Variant("pyvae, eager, channels_last", "pyvae", channels_last=True),
+            ]
+        )
+    if compile_:
+        for mode in modes:
+            suffix = "" if mode == "default" else f" mode={mode}"
+            m = None if mode == "default" else mode
+            groups.append(
+                [
+                    Variant(f"hand-written, compiled{suffix}", "hand", compiled=True, mode=m),
+                    Variant(f"pyvae, compiled{suffix}", "pyvae", compiled=True, mode=m),
+                ]
+            )
+        if name == "conv":
+            groups.append(
+                [
+                    Variant("hand-written, compiled, channels_last", "hand", True, None, True),
+                    Variant("pyvae, compiled, channels_last", "pyvae", True, None, True),
+                ]
+            )
+    return groups
+
+
+def run(
+    names: tuple[str, ...] = ("mlp", "conv"),
+    *,
+    compile_: bool = True,
+    modes: list[str] | None = None,
+    rounds: int = 7,
+    steps: dict[str, int] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Time every variant; returns ``{model: {"rows": [...], "max_abs_loss_diff": float}}``."""
+    modes = modes or ["default"]
+    steps = steps or {"mlp": 20, "conv": 5}
+    images = mnist_images(BATCH * 8)
+    batches = list(images.split(BATCH))
+    results: dict[str, Any] = {}
+    for name in names:
+        diff = check_same_function(name)
+        rows = []
+        for group in variants_for(name, compile_=compile_, modes=modes):
+            built = [build_variant(name, v, batches) for v in group]
+            times = alternate(
+                {v.label: v.step for v in built}, steps=steps.get(name, 10), rounds=rounds
+            )
+            hand = next(v for v in built if v.impl == "hand")
+            hand_median = median(times[hand.label])
+            for v in built:
+                t = median(times[v.label])
+                rows.append(
+                    {
+                        "variant": v.label,
+                        "ms": 1e3 * t,
+                        "spread": 1e3 * (max(times[v.label]) - min(times[v.label])),
+                        "images_per_s": BATCH / t,
+                        "ratio": t / hand_median,
+                        "baseline": hand.label,
+                        "compile_s": v.compile_seconds,
+                    }
+                )
+                log(f"  {name}: {v.label}: {1e3 * t:.2f} ms/step ({t / hand_median:.3f}x)")
+            torch._dynamo.reset()
+        results[name] = {"rows": rows, "max_abs_loss_diff": diff}
+    return results
+
+
+def overhead(name: str = "mlp", repeats: int = 2000) -> dict[str, float]:
+    """Microseconds per call of the pieces pyvae adds to a step, batch 128."""
+    torch.manual_seed(0)
+    model = pyvae.build(name)
+    x = mnist_images(BATCH)
+    out = model(x)
+
+    def timed(fn: Callable[[], object]) -> float:
+        for _ in range(50):
+            fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return 1e6 * (time.perf_counter() - start) / repeats
+
+    result = {
+        "check_input (value checks on)": timed(lambda: model.check_input(x)),
+        "likelihood support check": timed(lambda: model.likelihood.check_support(x)),
+        "prior() (build p(z))": timed(model.prior),
+        "posterior head (Linear + distribution)": timed(lambda: model.head(torch.zeros(BATCH, 256)))
+        if name == "mlp"
+        else 0.0,
+        "loss() from out, value checks on": timed(lambda: model.loss(x, out)),
+    }
+    pyvae.set_validate_args(False)
+    try:
+        result["check_input (value checks off)"] = timed(lambda: model.check_input(x))
+        result["loss() from out, value checks off"] = timed(lambda: model.loss(x, out))
+    finally:
+        pyvae.set_validate_args(True)
+    return result
