@@ -50,15 +50,19 @@ DOCS = ROOT / "docs"
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 PAGES = [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
 
-# Code run before a page's own blocks, for pages that use names they do not define (README's
-# short example trains on a `loader` of MNIST-shaped batches).
+# Code run before a page's own blocks, for pages that show fragments using names they do not
+# define: README's examples train on a `loader` of MNIST-shaped batches and plot latent `means`
+# with their `labels`.
 PREAMBLES: dict[str, str] = {
     "README.md": textwrap.dedent(
         """
+        import matplotlib
+        matplotlib.use("Agg")
         import torch
         from torch.utils.data import DataLoader, TensorDataset
         data = TensorDataset(torch.rand(64, 1, 28, 28), torch.zeros(64))
         loader = DataLoader(data, batch_size=32)
+        means, labels = torch.randn(64, 4), torch.randint(0, 10, (64,))
         """
     ),
 }
