@@ -7,6 +7,7 @@ decoder outputs and latent samples); they are not run here (no GPU in CI).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,10 +38,19 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def likelihood_spec(name: str) -> str | dict[str, Any]:
+    """The likelihood by name, with a learned per-dimension scale where it has one."""
+    parameters = inspect.signature(pyvae.LIKELIHOODS.get(name).__init__).parameters
+    return {"name": name, "learn_scale": "per_dim"} if "learn_scale" in parameters else name
+
+
 def tiny_model(name: str, likelihood: str = "bernoulli", prior: str = "normal") -> pyvae.BaseVAE:
     config = TINY.get(name, {"input_shape": SHAPE, "latent_dim": 4})
     return pyvae.build(
-        name, likelihood=likelihood, prior={"name": prior, **PRIOR_CONFIG.get(prior, {})}, **config
+        name,
+        likelihood=likelihood_spec(likelihood),
+        prior={"name": prior, **PRIOR_CONFIG.get(prior, {})},
+        **config,
     )
 
 

@@ -18,6 +18,7 @@ compiled graph's output (its backward graph is compiled by AOTAutograd too).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,12 +49,18 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def likelihood_spec(name: str) -> str | dict[str, Any]:
+    """The likelihood by name, with a learned per-dimension scale where it has one."""
+    parameters = inspect.signature(pyvae.LIKELIHOODS.get(name).__init__).parameters
+    return {"name": name, "learn_scale": "per_dim"} if "learn_scale" in parameters else name
+
+
 def tiny_model(name: str, likelihood: str = "bernoulli", prior: str = "normal") -> pyvae.BaseVAE:
     """A tiny model on (1, 8, 8) inputs (a registered model not listed in TINY gets defaults)."""
     config = TINY.get(name, {"input_shape": SHAPE, "latent_dim": 2})
     return pyvae.build(
         name,
-        likelihood=likelihood,
+        likelihood=likelihood_spec(likelihood),
         prior={"name": prior, **PRIOR_CONFIG.get(prior, {})},
         **config,
     )
