@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--latent-dim", type=int, default=2)
     parser.add_argument("--out", default="runs/mnist_conv")
+    parser.add_argument("--k", type=int, default=100,
+                        help="importance samples for the test NLL (papers use 5000; slow on a CPU)")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, a few seconds")
     args = parser.parse_args(argv)
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 3. evaluate: the importance-sampled test NLL (a tighter bound than the ELBO)
     model.eval()
-    nll = float(-log_likelihood(model, test.images, k=10 if args.smoke else 500).mean())
+    nll = float(-log_likelihood(model, test.images, k=10 if args.smoke else args.k).mean())
     print(f"test NLL {nll:.2f} nats per image")
 
     # 4. save (safetensors, no pickle) and look
