@@ -182,3 +182,15 @@ def test_same_seed_same_run(tmp_path: Path) -> None:
         assert torch.equal(ta, tb), name
     metrics = [json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab"]
     assert metrics[0]["eval_nll"] == metrics[1]["eval_nll"]
+
+
+def test_without_tqdm_training_still_reports_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    code = main(["train", "--model", "mlp", "--model-arg", "hidden_dims=[8]", "--epochs", "1",
+                 "--limit", "64", "--eval-limit", "16", "--k", "1", "--no-figures",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "pip install 'pyvae[viz]'" in err and "epoch   1/1: train -ELBO" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,9 @@ def test_unknown_data_set_and_head() -> None:
     assert len(data.train.head(10)) == 10 and len(data.train.head(None)) == len(data.train)
     with pytest.raises(ValueError, match="positive number"):
         data.train.head(0)
+
+
+def test_digits_without_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.raises(ImportError, match=r"needs scikit-learn: pip install 'pyvae\[viz\]'"):
+        load_digits()
