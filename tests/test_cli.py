@@ -194,3 +194,12 @@ def test_without_tqdm_training_still_reports_progress(
     err = capsys.readouterr().err
     assert code == 0
     assert "pip install 'pyvae[viz]'" in err and "epoch   1/1: train -ELBO" in err
+
+
+def test_threads_apply_only_while_training(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    assert main(["train", "--model", "mlp", "--model-arg", "hidden_dims=[8]", "--epochs", "1",
+                 "--limit", "64", "--eval-limit", "16", "--k", "1", "--no-figures",
+                 "--no-progress", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert torch.get_num_threads() == before
+    assert json.loads((tmp_path / "run.json").read_text())["training"]["threads"] == 1

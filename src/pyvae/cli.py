@@ -333,17 +333,28 @@ def _evaluate_nll(
 
 
 def train_run(args: argparse.Namespace) -> Path:
-    """Train as ``pyvae train``/``pyvae demo`` do and write the run folder; returns its path."""
+    """Train as ``pyvae train``/``pyvae demo`` do and write the run folder; returns its path.
+
+    ``--threads`` applies while it runs; torch's thread count is restored afterwards.
+    """
+    if args.threads < 0:
+        raise UsageError(f"--threads: expected 0 (torch's default) or more, got {args.threads}")
+    previous = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _train_run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_run(args: argparse.Namespace) -> Path:
     from pyvae.checkpoint import CHECKPOINT_NAME
     from pyvae.data import load_dataset
     from pyvae.factory import build
 
     started = time.perf_counter()
     device = _device(args.device)
-    if args.threads < 0:
-        raise UsageError(f"--threads: expected 0 (torch's default) or more, got {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
