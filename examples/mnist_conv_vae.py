@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader
 import pyvae
 from pyvae import viz
 from pyvae.data import load_mnist
-from pyvae.evaluation import log_likelihood
 from pyvae.latent import encode_loader
 
 
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 3. evaluate: the importance-sampled test NLL (a tighter bound than the ELBO)
     model.eval()
-    nll = float(-log_likelihood(model, test.images, k=10 if args.smoke else args.k).mean())
+    nll = float(-model.log_likelihood(test.images, k=10 if args.smoke else args.k).mean())
     print(f"test NLL {nll:.2f} nats per image")
 
     # 4. save (safetensors, no pickle) and look

@@ -322,13 +322,12 @@ def _evaluate_elbo(
 def _evaluate_nll(
     model: Any, images: torch.Tensor, k: int, batch_size: int, device: torch.device
 ) -> float:
-    """Mean importance-sampled negative log-likelihood, nats per example."""
-    from pyvae.evaluation import log_likelihood
-
+    """Mean importance-sampled negative log-likelihood (``model.log_likelihood``), nats per
+    example."""
     total = 0.0
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
-        total += float(log_likelihood(model, x, k=k).sum())
+        total += float(model.log_likelihood(x, k=k).sum())
     return -total / len(images)
 
 
