@@ -19,7 +19,7 @@
   (``pip install -e ".[test,docs]"``).
 * The plug-in package of ``docs/plugins.md``, installed as a distribution, registers its names
   through entry points.
-* Every public name of pyvae has a docstring.
+* Every public name of pyvae has a docstring, and appears in the API reference.
 """
 
 from __future__ import annotations
@@ -385,3 +385,43 @@ def test_every_public_name_has_a_docstring() -> None:
         if not doc or not doc.strip():
             missing.append(qualname)
     assert not missing, "public names without a docstring:\n" + "\n".join(sorted(set(missing)))
+
+
+def _resolve(dotted: str) -> object:
+    parts = dotted.split(".")
+    obj: object = importlib.import_module(parts[0])
+    for i, part in enumerate(parts[1:], start=1):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            obj = importlib.import_module(".".join(parts[: i + 1]))
+    return obj
+
+
+def test_api_reference_covers_every_public_name() -> None:
+    """Each name in the ``__all__`` of pyvae and its modules is rendered by a ``::: name``
+    directive of docs/api/ (directly, under another import path, or as a member of a rendered
+    module), or, for registries, register functions and constants, named in its text."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted((DOCS / "api").glob("*.md")))
+    directives = re.findall(r"^::: ([\w.]+)", text, flags=re.MULTILINE)
+    rendered = {id(_resolve(d)) for d in directives}
+    rendered_modules = {d for d in directives if inspect.ismodule(_resolve(d))}
+    modules = [pyvae] + [
+        importlib.import_module(info.name)
+        for info in pkgutil.walk_packages(pyvae.__path__, "pyvae.")
+        if not info.name.split(".")[-1].startswith("_")
+    ]
+    missing = []
+    for module in modules:
+        if module.__name__ in rendered_modules:
+            continue
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if name.startswith("__") or id(obj) in rendered:
+                continue
+            if getattr(obj, "__module__", None) in rendered_modules:
+                continue
+            if f"`pyvae.{name}" in text or re.search(rf"`pyvae\.[\w.]*\b{name}\b", text):
+                continue  # a registry, a register function or a constant, named in the text
+            missing.append(f"{module.__name__}.{name}")
+    assert not missing, "public names missing from docs/api/:\n" + "\n".join(missing)
