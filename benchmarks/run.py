@@ -11,6 +11,7 @@ it, so the page records the machine, the torch version, the thread count and the
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -23,6 +24,34 @@ import torch
 
 from benchmarks import nll, train_step
 from benchmarks.common import REPO, load_average, machine
+
+NOTES = """\
+## Reading these figures
+
+- Variants in one group are timed alternately in the same process, so their **ratios** are
+  comparable even on a busy machine; absolute times move with the machine's load (the load
+  average is recorded above). The spread column shows how much rounds varied: differences smaller
+  than it are noise.
+- **Threads.** On a machine whose cores are shared with other work, more intra-op threads can be
+  much slower: on this 2-core VM with other jobs running, two threads made a small convolution
+  (batch 32, 8 x 8 images) tens of times slower than one thread (OpenMP threads waiting for a busy
+  core). Set `torch.set_num_threads` to the number of cores that are really free (`--threads`).
+- **Where pyvae's eager overhead comes from** (largest, relatively, for the small `mlp`): the value
+  checks (`check_input` runs in `forward` and again in `loss`, each an `isfinite(x).all()` over
+  the batch, plus the Bernoulli likelihood's support check `0 <= x <= 1`: about 0.5 ms each for a
+  128 x 784 batch on one thread), and `torch.distributions.Bernoulli.log_prob`, which negates the
+  whole (B, 784) tensor before the sum (an extra pass forward and backward). Checks are skipped
+  inside `torch.compile` and with `pyvae.set_validate_args(False)`. The row *proposed fixes* patches
+  in (a) `check_finite` as one `torch.aminmax` pass (NaN propagates through it), (b) the Bernoulli
+  support check as one `aminmax` pass, (c) a Bernoulli `log_prob` that sums before it negates
+  (`-F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)`); errors
+  are unchanged, because a failing fast check falls back to the original one for the message.
+- **Compiled**: forward and loss are compiled together (`fullgraph=True`); pyvae's value checks and
+  distribution objects disappear from the compiled graph, so compiled pyvae and compiled
+  hand-written code run the same kernels.
+- No GPU was available when these figures were taken: CUDA figures (float16/bfloat16 autocast,
+  compile modes with CUDA graphs) are not measured here.
+"""
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -47,7 +76,7 @@ def render(
         "",
     ]
     out += _table(["machine", ""], [[k, v] for k, v in info.items()])
-    out += ["", f"Load average at the end: {load_average()}.", ""]
+    out += [""]
     out += [
         "## Training step: pyvae against hand-written PyTorch",
         "",
@@ -130,6 +159,7 @@ def render(
             + ".",
             "",
         ]
+    out += [NOTES]
     return "\n".join(out)
 
 
@@ -148,7 +178,14 @@ def main() -> None:
     parser.add_argument("--nll-n", type=int, default=nll.N_EVAL)
     parser.add_argument("--nll-k", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--chunk-size", type=int, default=4096)
+    parser.add_argument("--json", type=Path, default=None, help="also save the raw results here")
+    parser.add_argument("--from-json", type=Path, default=None, help="only render saved results")
     args = parser.parse_args()
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        args.out.write_text(render(**saved) + "\n")
+        print(f"wrote {args.out}")
+        return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -187,7 +224,17 @@ def main() -> None:
                     print(f"  {impl} k={k}: {row}", flush=True)
                     nll_rows.append(row)
 
-    text = render(info, steps, overhead, nll_rows, settings)
+    info["load average (1, 5, 15 min) at the end"] = load_average()
+    results = {
+        "info": info,
+        "steps": steps,
+        "overhead": overhead,
+        "nll_rows": nll_rows,
+        "settings": settings,
+    }
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+    text = render(**results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
     print(f"wrote {args.out}")
