@@ -189,5 +189,6 @@ class VampPrior(Prior):
     def forward(self) -> Distribution:
         if self._encode is None:
             raise RuntimeError("VampPrior needs an encoder: pass it to a model, which attaches it")
-        weights = Categorical(logits=self.pseudo_inputs.new_zeros(self.n_components))
+        uniform = self.pseudo_inputs.new_zeros(self.n_components)
+        weights = Categorical(logits=uniform, validate_args=False)
         return MixtureSameFamily(weights, self._encode(self.pseudo_inputs), validate_args=False)
