@@ -111,20 +111,7 @@ def test_to_another_device_moves_everything(model_name: str, likelihood: str, pr
         model(torch.rand(2, *SHAPE))  # a CPU batch for a model elsewhere: a clear error
 
 
-# VampPrior.forward builds its mixture weights with Categorical(logits=...) without
-# validate_args=False, so torch validates them on every call: a host-device sync per training
-# step on a GPU. The fix is one keyword in src/pyvae/priors.py (VampPrior.forward).
-_VAMP_SYNC = pytest.mark.xfail(
-    strict=True, reason="VampPrior.forward validates its Categorical: a sync per step"
-)
-
-
-def _sync_combos() -> Iterator[Any]:
-    for combo in combos():
-        yield pytest.param(*combo, marks=_VAMP_SYNC) if combo[2] == "vamp" else combo
-
-
-@pytest.mark.parametrize(("model_name", "likelihood", "prior"), list(_sync_combos()))
+@pytest.mark.parametrize(("model_name", "likelihood", "prior"), list(combos()))
 def test_training_step_reads_no_values_back(model_name: str, likelihood: str, prior: str) -> None:
     """With value checks off, forward, loss, backward and sample never read a value back to the
     host (no GPU synchronisation): on the meta device, which has no values, they run."""
