@@ -78,10 +78,19 @@ def pairs() -> Iterator[tuple[str, str, str]]:
 
 
 def covering() -> list[tuple[str, str, str]]:
-    """A list in which every model, likelihood and prior appears at least once."""
-    lists = [pyvae.list_models(), pyvae.list_likelihoods(), pyvae.list_priors()]
-    n = max(len(names) for names in lists)
-    return [tuple(names[i % len(names)] for names in lists) for i in range(n)]  # type: ignore[misc]
+    """A list in which every model, likelihood and prior appears at least once; slots beyond the
+    number of models go to the cheapest model to compile (``mlp``)."""
+    models, likelihoods, priors = pyvae.list_models(), pyvae.list_likelihoods(), pyvae.list_priors()
+    n = max(len(models), len(likelihoods), len(priors))
+    spare = "mlp" if "mlp" in models else models[0]
+    return [
+        (
+            models[i] if i < len(models) else spare,
+            likelihoods[i % len(likelihoods)],
+            priors[i % len(priors)],
+        )
+        for i in range(n)
+    ]
 
 
 def _make_step(model: pyvae.BaseVAE) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
