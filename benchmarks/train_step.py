@@ -282,6 +282,7 @@ def run(
     rounds: int = 7,
     steps: dict[str, int] | None = None,
     log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Time every variant; returns ``{model: {"rows": [...], "max_abs_loss_diff": float}}``."""
     modes = modes or ["default"]
@@ -295,7 +296,10 @@ def run(
         for group in variants_for(name, compile_=compile_, modes=modes):
             built = [build_variant(name, v, batches) for v in group]
             times = alternate(
-                {v.label: v.step for v in built}, steps=steps.get(name, 10), rounds=rounds
+                {v.label: v.step for v in built},
+                steps=steps.get(name, 10),
+                rounds=rounds,
+                clock=clock,
             )
             hand = next(v for v in built if v.impl == "hand")
             hand_median = median(times[hand.label])
