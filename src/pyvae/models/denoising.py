@@ -138,18 +138,22 @@ class DenoisingVAE(BaseVAE):
 
     @property
     def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """The backbone's input shape (C, H, W) or (D,)."""
         return self.backbone.input_shape
 
     @property
     def latent_dim(self) -> int:  # type: ignore[override]
+        """The backbone's latent size D."""
         return self.backbone.latent_dim
 
     @property
     def likelihood(self) -> Likelihood:  # type: ignore[override]
+        """The backbone's likelihood p(x|z)."""
         return self.backbone.likelihood
 
     @property
     def prior(self) -> Prior:  # type: ignore[override]
+        """The backbone's prior p(z)."""
         return self.backbone.prior
 
     def encode(self, x: torch.Tensor) -> Distribution:
