@@ -78,6 +78,34 @@ def _step_rows(result: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _ratio(result: dict[str, Any], variant: str) -> float | None:
+    return next((r["ratio"] for r in result.get("rows", []) if r["variant"] == variant), None)
+
+
+def _summary(steps: dict[str, Any], cpu_steps: dict[str, Any]) -> list[str]:
+    """One line per model: the ratios the goals are about."""
+    lines = ["Summary (ratio of time per step to the hand-written model; < 1 is faster):", ""]
+    for name, result in steps.items():
+        parts = []
+        for label, variant in (
+            ("eager", "pyvae, eager"),
+            ("eager, checks off", "pyvae, eager, validate_args off"),
+        ):
+            wall = _ratio(result, variant)
+            cpu = _ratio(cpu_steps.get(name, {}), variant)
+            if wall is not None:
+                text = f"{label} {wall:.3f}"
+                parts.append(text + (f" (CPU time {cpu:.3f})" if cpu is not None else ""))
+        compiled = _ratio(result, "pyvae, compiled")
+        if compiled is not None:
+            parts.append(f"compiled vs hand-written compiled {compiled:.3f}")
+            eager = next(r["ms"] for r in result["rows"] if r["variant"] == "hand-written, eager")
+            comp = next(r["ms"] for r in result["rows"] if r["variant"] == "pyvae, compiled")
+            parts.append(f"compiled pyvae vs eager hand-written {comp / eager:.3f}")
+        lines.append(f"- `{name}`: " + "; ".join(parts) + ".")
+    return [*lines, ""]
+
+
 STEP_HEADER = ["variant", "ms / step", "spread ms", "images / s", "vs hand-written", "compile s"]
 
 
@@ -114,6 +142,7 @@ def render(
         "s for these models).",
         "",
     ]
+    out += _summary(steps, cpu_steps or {})
     for name, result in steps.items():
         out += [f"### `{name}`", ""]
         out += _table(STEP_HEADER, _step_rows(result))
