@@ -52,7 +52,15 @@ NOTES = """\
   shorter because inductor reuses the kernels it compiled for the first (its caches).
 - **Evaluation memory**: `model.log_likelihood` decodes at most `chunk_size` samples at a time
   (all images' samples together), and keeps the k x B log-weights; the per-image loop decodes k
-  samples at a time. Both stay far below decoding everything at once.
+  samples at a time. Both stay far below decoding everything at once. Compare the *proposed* rows
+  for what the Bernoulli `log_prob` change does to the evaluation's speed.
+- **Peak memory is a noisy measure on CPU.** It is the process's resident memory, which includes
+  what the C allocator keeps after tensors are freed. Four runs of pyvae's evaluation at k=1000
+  (the same computation, with small changes to the measurement or to the Bernoulli `log_prob`)
+  peaked anywhere between 64 and 2,475 MiB above the baseline on this machine: the column is not
+  a measure of the algorithm. The evaluation's live tensors are bounded by `chunk_size`: each
+  (4096, 784) float32 tensor of a chunk is 12.3 MiB, and the k x B log-weights are 7.6 MiB at
+  k=1000 and 38 MiB at k=5000 for 2,000 images.
 - No GPU was available when these figures were taken: CUDA figures (float16/bfloat16 autocast,
   compile modes with CUDA graphs) are not measured here.
 """
@@ -106,6 +114,11 @@ def _summary(steps: dict[str, Any], cpu_steps: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+NLL_LABELS = {
+    "chunked": "pyvae (chunked)",
+    "loop": "per-image loop",
+    "chunked-proposed": "pyvae (chunked), proposed Bernoulli log_prob",
+}
 STEP_HEADER = ["variant", "ms / step", "spread ms", "images / s", "vs hand-written", "compile s"]
 
 
@@ -184,14 +197,16 @@ def render(
             f"`model.log_likelihood(x, k=k)` on all images at once (chunk_size "
             f"{settings['chunk_size']}: at most that many samples decoded at a time); `loop` is "
             "the straightforward per-image loop (`benchmarks/nll.py`: each image's k samples "
-            "decoded in one batch). Peak memory: the highest resident memory during a warm-up "
+            "decoded in one batch); the *proposed* rows patch in the proposed fixes of the "
+            "training-step tables (a Bernoulli `log_prob` that sums before it negates). "
+            "Peak memory: the highest resident memory during a warm-up "
             "call of the same shapes and the timed call, minus the resident memory before them "
             "(a fresh process per row). " + settings.get("nll_measured", ""),
             "",
         ]
         rows = [
             [
-                "pyvae (chunked)" if r["impl"] == "chunked" else "per-image loop",
+                NLL_LABELS[r["impl"]],
                 str(r["k"]),
                 f"{r['seconds']:.1f}",
                 f"{r['images_per_s']:.1f}",
@@ -302,7 +317,7 @@ def main() -> None:
             weights = Path(tmp) / "mlp.pt"
             nll.prepare(weights, steps=50 if args.quick else 400)
             for k in args.nll_k:
-                for impl in ("chunked", "loop"):
+                for impl in nll.IMPLEMENTATIONS:
                     row = nll.run_in_subprocess(
                         impl, k, weights, args.nll_n, args.chunk_size, torch.get_num_threads()
                     )
