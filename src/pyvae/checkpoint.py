@@ -92,8 +92,7 @@ def save(
         ) from None
     # Copies on the CPU: safetensors refuses tensors that share memory (tied weights).
     tensors = {
-        name: t.detach().to("cpu", copy=True).contiguous()
-        for name, t in model.state_dict().items()
+        name: t.detach().to("cpu", copy=True).contiguous() for name, t in model.state_dict().items()
     }
     header = {
         "format": FORMAT,

@@ -112,50 +112,112 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any
     from pyvae.data import DATASETS
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=defaults.get("model", "conv"),
-                   help="a registered model (see `pyvae list`); default %(default)s")
-    g.add_argument("--latent-dim", type=_positive_int, default=defaults.get("latent_dim", 2),
-                   help="size of the latent space; default %(default)s")
-    g.add_argument("--likelihood", type=_component, default="bernoulli",
-                   help="p(x|z): a name or a JSON config, e.g. "
-                        "'{\"name\": \"gaussian\", \"scale\": 0.1}'; default %(default)s")
-    g.add_argument("--prior", type=_component, default="normal",
-                   help="p(z): a name or a JSON config; default %(default)s")
-    g.add_argument("--model-arg", type=_key_value, action="append", default=[],
-                   metavar="KEY=VALUE",
-                   help="another model argument, VALUE in JSON (repeatable), e.g. "
-                        "--model-arg channels=[16,32]")
+    g.add_argument(
+        "--model",
+        default=defaults.get("model", "conv"),
+        help="a registered model (see `pyvae list`); default %(default)s",
+    )
+    g.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        default=defaults.get("latent_dim", 2),
+        help="size of the latent space; default %(default)s",
+    )
+    g.add_argument(
+        "--likelihood",
+        type=_component,
+        default="bernoulli",
+        help="p(x|z): a name or a JSON config, e.g. "
+        '\'{"name": "gaussian", "scale": 0.1}\'; default %(default)s',
+    )
+    g.add_argument(
+        "--prior",
+        type=_component,
+        default="normal",
+        help="p(z): a name or a JSON config; default %(default)s",
+    )
+    g.add_argument(
+        "--model-arg",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another model argument, VALUE in JSON (repeatable), e.g. "
+        "--model-arg channels=[16,32]",
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=DATASETS, default=defaults.get("data", "digits"),
-                   help="data set; default %(default)s")
-    g.add_argument("--data-dir", default="data",
-                   help="folder with the MNIST/FashionMNIST IDX files (a folder with only the "
-                        "test-set files works: it is split 8000/2000); default %(default)s")
-    g.add_argument("--download", action="store_true",
-                   help="download MNIST/FashionMNIST with torchvision if the files are missing")
-    g.add_argument("--limit", type=_positive_int, default=None,
-                   help="use only the first N training images")
-    g.add_argument("--eval-limit", type=_positive_int, default=None,
-                   help="use only the first N evaluation images")
+    g.add_argument(
+        "--data",
+        choices=DATASETS,
+        default=defaults.get("data", "digits"),
+        help="data set; default %(default)s",
+    )
+    g.add_argument(
+        "--data-dir",
+        default="data",
+        help="folder with the MNIST/FashionMNIST IDX files (a folder with only the "
+        "test-set files works: it is split 8000/2000); default %(default)s",
+    )
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="download MNIST/FashionMNIST with torchvision if the files are missing",
+    )
+    g.add_argument(
+        "--limit", type=_positive_int, default=None, help="use only the first N training images"
+    )
+    g.add_argument(
+        "--eval-limit",
+        type=_positive_int,
+        default=None,
+        help="use only the first N evaluation images",
+    )
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive_int, default=defaults.get("epochs", 10),
-                   help="default %(default)s")
-    g.add_argument("--batch-size", type=_positive_int, default=defaults.get("batch_size", 128),
-                   help="default %(default)s")
-    g.add_argument("--lr", type=_positive_float, default=defaults.get("lr", 1e-3),
-                   help="Adam learning rate; default %(default)s")
-    g.add_argument("--beta", type=_nonnegative_float, default=1.0,
-                   help="KL weight (beta-VAE); default %(default)s")
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=defaults.get("epochs", 10),
+        help="default %(default)s",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=defaults.get("batch_size", 128),
+        help="default %(default)s",
+    )
+    g.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=defaults.get("lr", 1e-3),
+        help="Adam learning rate; default %(default)s",
+    )
+    g.add_argument(
+        "--beta",
+        type=_nonnegative_float,
+        default=1.0,
+        help="KL weight (beta-VAE); default %(default)s",
+    )
     g.add_argument("--seed", type=int, default=0, help="default %(default)s")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default)")
-    g.add_argument("--threads", type=int, default=defaults.get("threads", 0),
-                   help="CPU threads for torch (0: torch's default); default %(default)s")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.get("threads", 0),
+        help="CPU threads for torch (0: torch's default); default %(default)s",
+    )
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=defaults.get("out", "runs/run"),
-                   help="the run folder to write; default %(default)s")
-    g.add_argument("--k", type=_positive_int, default=100,
-                   help="importance samples per image for the final NLL estimate (`pyvae eval "
-                        "RUN --k 5000` for a tighter one); default %(default)s")
+    g.add_argument(
+        "--out",
+        default=defaults.get("out", "runs/run"),
+        help="the run folder to write; default %(default)s",
+    )
+    g.add_argument(
+        "--k",
+        type=_positive_int,
+        default=100,
+        help="importance samples per image for the final NLL estimate (`pyvae eval "
+        "RUN --k 5000` for a tighter one); default %(default)s",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-figures", action="store_true", help="write no figures or report")
 
@@ -178,9 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="train a small conv VAE on scikit-learn's 8x8 digits (~1 min) and write a report",
         description="Train a small conv VAE (2-D latent space, channels 32 and 64, BatchNorm; "
-                    "change with --latent-dim and --model-arg) on scikit-learn's 8x8 digits "
-                    "(1,797 images, no download) and write a run folder with the checkpoint, "
-                    "curves, figures and a one-page HTML report.",
+        "change with --latent-dim and --model-arg) on scikit-learn's 8x8 digits "
+        "(1,797 images, no download) and write a run folder with the checkpoint, "
+        "curves, figures and a one-page HTML report.",
     )
     _add_training_options(p, demo_defaults)
     p.set_defaults(func=_cmd_train, demo=True)
@@ -189,33 +251,48 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train any registered model and write a run folder",
         description="Train a registered model with any likelihood and prior; write a run folder "
-                    "(checkpoint, curves, figures, report).",
+        "(checkpoint, curves, figures, report).",
     )
     _add_training_options(p, {"out": "runs/run"})
     p.set_defaults(func=_cmd_train, demo=False)
 
-    p = sub.add_parser("eval", help="test negative ELBO and importance-sampled NLL of a run",
-                       description="Report the negative ELBO and the importance-sampled "
-                                   "negative log-likelihood of a run on its evaluation data.")
+    p = sub.add_parser(
+        "eval",
+        help="test negative ELBO and importance-sampled NLL of a run",
+        description="Report the negative ELBO and the importance-sampled "
+        "negative log-likelihood of a run on its evaluation data.",
+    )
     p.add_argument("run", help="a run folder or a checkpoint (.safetensors)")
-    p.add_argument("--k", type=_positive_int, default=100,
-                   help="importance samples per image (papers use 5000: slow on a CPU); "
-                        "default %(default)s")
-    p.add_argument("--data", choices=DATASETS, default=None,
-                   help="override the run's data set")
+    p.add_argument(
+        "--k",
+        type=_positive_int,
+        default=100,
+        help="importance samples per image (papers use 5000: slow on a CPU); default %(default)s",
+    )
+    p.add_argument("--data", choices=DATASETS, default=None, help="override the run's data set")
     p.add_argument("--data-dir", default=None, help="override the run's data folder")
-    p.add_argument("--download", action="store_true",
-                   help="download MNIST/FashionMNIST with torchvision if the files are missing")
-    p.add_argument("--limit", type=_positive_int, default=None,
-                   help="evaluate only the first N evaluation images")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download MNIST/FashionMNIST with torchvision if the files are missing",
+    )
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="evaluate only the first N evaluation images",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=100, help="default %(default)s")
     p.add_argument("--seed", type=int, default=0, help="default %(default)s")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("sample", help="write a grid of samples from a run's model",
-                       description="Decode samples z ~ p(z) of a saved model into a PNG grid.")
+    p = sub.add_parser(
+        "sample",
+        help="write a grid of samples from a run's model",
+        description="Decode samples z ~ p(z) of a saved model into a PNG grid.",
+    )
     p.add_argument("run", help="a run folder or a checkpoint (.safetensors)")
     p.add_argument("-n", type=_positive_int, default=64, help="number of samples; default 64")
     p.add_argument("--out", default=None, help="the PNG to write (default RUN/samples_N.png)")
@@ -388,9 +465,12 @@ def _train_run(args: argparse.Namespace) -> Path:
     steps_per_epoch = len(loader)
     bar = _progress(args.epochs * steps_per_epoch, not args.no_progress)
     n_params = sum(p.numel() for p in model.parameters())
-    _log(bar, f"pyvae: {type(model).__name__} ({n_params:,} parameters), latent_dim "
-              f"{model.latent_dim}, on {data.note}; {args.epochs} epochs of {steps_per_epoch} "
-              f"steps on {device}")
+    _log(
+        bar,
+        f"pyvae: {type(model).__name__} ({n_params:,} parameters), latent_dim "
+        f"{model.latent_dim}, on {data.note}; {args.epochs} epochs of {steps_per_epoch} "
+        f"steps on {device}",
+    )
     history: list[dict[str, float]] = []
     step = 0
     try:
@@ -415,17 +495,28 @@ def _train_run(args: argparse.Namespace) -> Path:
                 if bar is not None:
                     bar.update(1)
                     bar.set_description(f"epoch {epoch}/{args.epochs}", refresh=False)
-                    bar.set_postfix(loss=f"{float(terms.loss.detach()):.2f}",
-                                    recon=f"{recon / b:.2f}", kl=f"{kl / b:.2f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{float(terms.loss.detach()):.2f}",
+                        recon=f"{recon / b:.2f}",
+                        kl=f"{kl / b:.2f}",
+                        refresh=False,
+                    )
             row: dict[str, float] = {"epoch": epoch, "step": step}
             row.update({f"train_{k}": v / seen for k, v in sums.items()})
-            row.update({f"eval_{k}": v for k, v in
-                        _evaluate_elbo(model, evaluation.images, 256, device).items()})
+            row.update(
+                {
+                    f"eval_{k}": v
+                    for k, v in _evaluate_elbo(model, evaluation.images, 256, device).items()
+                }
+            )
             history.append(row)
             if epoch == 1 or epoch == args.epochs or epoch % max(1, args.epochs // 10) == 0:
-                _log(bar, f"epoch {epoch:>3}/{args.epochs}: train -ELBO "
-                          f"{row['train_neg_elbo']:.2f} (recon {row['train_recon']:.2f}, KL "
-                          f"{row['train_kl']:.2f}); eval -ELBO {row['eval_neg_elbo']:.2f} nats")
+                _log(
+                    bar,
+                    f"epoch {epoch:>3}/{args.epochs}: train -ELBO "
+                    f"{row['train_neg_elbo']:.2f} (recon {row['train_recon']:.2f}, KL "
+                    f"{row['train_kl']:.2f}); eval -ELBO {row['eval_neg_elbo']:.2f} nats",
+                )
             if not math.isfinite(row["train_neg_elbo"]):
                 raise FloatingPointError(
                     f"the training loss diverged at epoch {epoch}; lower --lr (now {args.lr})"
@@ -450,22 +541,36 @@ def _train_run(args: argparse.Namespace) -> Path:
         "n_eval": len(evaluation),
         "train_seconds": round(train_time, 2),
     }
-    _log(None, f"eval: -ELBO {metrics['eval_neg_elbo']:.2f}, NLL (k={args.k}) {nll:.2f} nats "
-               f"per image ({len(evaluation)} images)")
+    _log(
+        None,
+        f"eval: -ELBO {metrics['eval_neg_elbo']:.2f}, NLL (k={args.k}) {nll:.2f} nats "
+        f"per image ({len(evaluation)} images)",
+    )
 
     data_info = {
-        "name": data.name, "data_dir": str(args.data_dir), "seed": args.seed,
-        "limit": args.limit, "eval_limit": args.eval_limit, "note": data.note,
+        "name": data.name,
+        "data_dir": str(args.data_dir),
+        "seed": args.seed,
+        "limit": args.limit,
+        "eval_limit": args.eval_limit,
+        "note": data.note,
         "classes": list(data.classes),
     }
     training = {
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "beta": args.beta, "seed": args.seed, "device": str(device), "optimizer": "Adam",
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "beta": args.beta,
+        "seed": args.seed,
+        "device": str(device),
+        "optimizer": "Adam",
         "threads": torch.get_num_threads(),
     }
     out.mkdir(parents=True, exist_ok=True)
-    model.save(out / CHECKPOINT_NAME,
-               metadata={"data": data_info, "training": training, "metrics": metrics})
+    model.save(
+        out / CHECKPOINT_NAME,
+        metadata={"data": data_info, "training": training, "metrics": metrics},
+    )
     _write_history(out, history)
     files = [CHECKPOINT_NAME, "history.csv", "history.json", "metrics.json", "run.json"]
     if not args.no_figures:
@@ -485,8 +590,11 @@ def _train_run(args: argparse.Namespace) -> Path:
         "data": data_info,
         "training": training,
         "metrics": metrics,
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads()},
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "files": files,
     }
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
@@ -523,8 +631,11 @@ def _interpolation_pairs(labels: torch.Tensor) -> list[tuple[int, int]]:
     first: dict[int, int] = {}
     for i, y in enumerate(labels.tolist()):
         first.setdefault(int(y), i)
-    pairs = [(first[a], first[b]) for a, b in ((0, 6), (1, 7), (3, 8), (4, 9))
-             if a in first and b in first]
+    pairs = [
+        (first[a], first[b])
+        for a, b in ((0, 6), (1, 7), (3, 8), (4, 9))
+        if a in first and b in first
+    ]
     if not pairs:
         n = len(labels)
         pairs = [(i, i + 1) for i in range(0, min(n - 1, 8), 2)]
@@ -562,17 +673,18 @@ def _write_figures(
     else:
         z = torch.zeros(1, device=device)
         values = [float(v) for v in torch.linspace(-2.5, 2.5, 11)]
-        save(viz.plot_traversal(model, z, [0], values, title="decoded z_1 (1-D latent space)"),
-             "manifold.png")
-    pairs = [(images[a].to(device), images[b].to(device))
-             for a, b in _interpolation_pairs(labels)]
+        save(
+            viz.plot_traversal(model, z, [0], values, title="decoded z_1 (1-D latent space)"),
+            "manifold.png",
+        )
+    pairs = [(images[a].to(device), images[b].to(device)) for a, b in _interpolation_pairs(labels)]
     save(viz.plot_interpolation(model, pairs, steps=10), "interpolation.png")
     return written
 
 
 _CAPTIONS = {
     "curves.png": "Training curves: negative ELBO, reconstruction term and KL per epoch "
-                  "(nats per image; solid: training, dashed: evaluation).",
+    "(nats per image; solid: training, dashed: evaluation).",
     "reconstructions.png": "Evaluation images (input rows) and their reconstructions.",
     "samples.png": "Samples from the prior p(z), decoded to the mean of p(x|z).",
     "latent.png": "Posterior means of the evaluation images, coloured by class.",
@@ -594,23 +706,25 @@ def _write_report(path: Path, run: Mapping[str, Any], files: Iterable[str]) -> N
         ("wall time", f"{m['wall_seconds']:.1f} s"),
     ]
     esc = html.escape
-    metric_rows = "\n".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows
-    )
-    settings = {**run["training"], "data": run["data"]["note"],
-                "parameters": f"{run['n_parameters']:,}"}
+    metric_rows = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    settings = {
+        **run["training"],
+        "data": run["data"]["note"],
+        "parameters": f"{run['n_parameters']:,}",
+    }
     setting_rows = "\n".join(
         f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in settings.items()
     )
     figures = "\n".join(
         f'<figure><img src="{esc(name)}" alt="{esc(name)}"><figcaption>{esc(caption)}'
         f"</figcaption></figure>"
-        for name, caption in _CAPTIONS.items() if name in files
+        for name, caption in _CAPTIONS.items()
+        if name in files
     )
     links = " · ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in files)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>pyvae run: {esc(run['model']['name'])} on {esc(run['data']['name'])}</title>
+<title>pyvae run: {esc(run["model"]["name"])} on {esc(run["data"]["name"])}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 1.5em auto; color: #222;
        padding: 0 1em; }}
@@ -626,13 +740,13 @@ pre {{ background: #f6f6f6; padding: 0.6em; font-size: 0.8em; max-width: 420px;
 figure {{ margin: 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
 figcaption {{ font-size: 0.85em; color: #555; }}
 </style></head><body>
-<h1>pyvae run: {esc(run['model']['name'])} VAE on {esc(run['data']['name'])}</h1>
-<p class="sub">pyvae {esc(run['pyvae_version'])} · {esc(run['created'])} ·
-torch {esc(run['environment']['torch'])} · command <code>pyvae {esc(run['command'])}</code></p>
+<h1>pyvae run: {esc(run["model"]["name"])} VAE on {esc(run["data"]["name"])}</h1>
+<p class="sub">pyvae {esc(run["pyvae_version"])} · {esc(run["created"])} ·
+torch {esc(run["environment"]["torch"])} · command <code>pyvae {esc(run["command"])}</code></p>
 <div class="cols">
 <div><h2>Metrics (evaluation split)</h2><table>{metric_rows}</table></div>
 <div><h2>Training</h2><table>{setting_rows}</table></div>
-<div><h2>Model config</h2><pre>{esc(json.dumps(run['model'], indent=2))}</pre></div>
+<div><h2>Model config</h2><pre>{esc(json.dumps(run["model"], indent=2))}</pre></div>
 </div>
 <h2>Figures</h2>
 <div class="grid">
@@ -667,8 +781,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     model = load(info.path, map_location=device)
     data_dir = args.data_dir or stored.get("data_dir", "data")
-    data = load_dataset(name, root=data_dir, download=args.download,
-                        seed=int(stored.get("seed", 0)))
+    data = load_dataset(
+        name, root=data_dir, download=args.download, seed=int(stored.get("seed", 0))
+    )
     limit = args.limit if args.limit is not None else stored.get("eval_limit")
     evaluation = data.eval.head(limit)
     if tuple(evaluation.images.shape[1:]) != tuple(model.input_shape):
@@ -696,8 +811,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{info.path}: {type(model).__name__} on {len(evaluation)} {name} evaluation images")
         nll_label = f"NLL (k={args.k})"
-        print(f"  {'negative ELBO':<16} {result['neg_elbo']:10.3f} nats per image "
-              f"(recon {result['recon']:.3f}, KL {result['kl']:.3f})")
+        print(
+            f"  {'negative ELBO':<16} {result['neg_elbo']:10.3f} nats per image "
+            f"(recon {result['recon']:.3f}, KL {result['kl']:.3f})"
+        )
         print(f"  {nll_label:<16} {nll:10.3f} nats per image (importance sampled)")
     return 0
 
@@ -732,4 +849,3 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for title, names in listing:
         print(f"{title}: {', '.join(names())}")
     return 0
-

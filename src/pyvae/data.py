@@ -37,7 +37,12 @@ __all__ = [
 ]
 
 _IDX_DTYPES: dict[int, str] = {
-    0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"
+    0x08: "u1",
+    0x09: "i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
 }
 
 #: The data set names that :func:`load_dataset` (and ``pyvae train --data``) accepts.
@@ -251,7 +256,10 @@ def read_mnist_folder(
     if train_images is not None and train_labels is not None:
         train = _read_pair(train_images, train_labels)
         return DataSplits(
-            name, train, test, classes,
+            name,
+            train,
+            test,
+            classes,
             note=f"{name} from {root}: {len(train)} training images, {len(test)} test images",
         )
     if not 0 < eval_size < len(test):
@@ -316,12 +324,13 @@ def load_mnist(
 
     cls = datasets.FashionMNIST if name == "fashion-mnist" else datasets.MNIST
     parts = [cls(str(root), train=train, download=True) for train in (True, False)]
-    train, test = (
-        ImageSet(p.data.unsqueeze(1).float() / 255.0, p.targets.long()) for p in parts
-    )
+    train, test = (ImageSet(p.data.unsqueeze(1).float() / 255.0, p.targets.long()) for p in parts)
     classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
     return DataSplits(
-        name, train, test, classes,
+        name,
+        train,
+        test,
+        classes,
         note=f"{name} downloaded by torchvision to {root}: {len(train)} train, {len(test)} test",
     )
 

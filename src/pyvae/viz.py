@@ -285,9 +285,7 @@ def plot_samples(
     return fig
 
 
-def _embed(
-    means: np.ndarray, method: str, seed: int
-) -> tuple[np.ndarray, tuple[str, str], str]:
+def _embed(means: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, tuple[str, str], str]:
     if method == "direct":
         return means[:, :2], ("$z_1$", "$z_2$"), "latent means"
     if method == "pca":
@@ -340,8 +338,7 @@ def plot_latent(
         raise ValueError(f"means: expected shape (N, D), got {tuple(means.shape)}")
     if labels is not None and labels.shape != (means.shape[0],):
         raise ValueError(
-            f"labels: expected shape ({means.shape[0]},) to match means, got "
-            f"{tuple(labels.shape)}"
+            f"labels: expected shape ({means.shape[0]},) to match means, got {tuple(labels.shape)}"
         )
     n, d = means.shape
     if n > max_points:
@@ -387,8 +384,14 @@ def _scatter(
         mask = y == c
         name = class_names[int(c)] if class_names is not None and int(c) < len(class_names) else c
         handles.append(
-            ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.75, color=cmap(i % cmap.N),
-                       label=str(name))
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=6,
+                alpha=0.75,
+                color=cmap(i % cmap.N),
+                label=str(name),
+            )
         )
     return handles
 
@@ -532,8 +535,14 @@ def plot_training_curves(
         for split, style in (("train", "-"), ("eval", "--")):
             values = [h.get(f"{split}_{key}") for h in history]
             if all(v is not None for v in values):
-                ax.plot(epochs, values, style, marker="o" if len(epochs) < 30 else None,
-                        markersize=3, label=split)
+                ax.plot(
+                    epochs,
+                    values,
+                    style,
+                    marker="o" if len(epochs) < 30 else None,
+                    markersize=3,
+                    label=split,
+                )
         ax.set_title(label)
         ax.set_xlabel("epoch")
         ax.set_ylabel("nats per example")
