@@ -143,3 +143,21 @@ def test_sample_uses_model_dtype_and_generator(model: BaseVAE) -> None:
 def test_likelihood_mean_is_in_the_data_range(model: BaseVAE, x: torch.Tensor) -> None:
     samples = model.sample(6)
     assert ((samples >= 0) & (samples <= 1)).all()  # Bernoulli means
+
+
+def test_bf16_input_is_accepted_under_cpu_autocast(model: BaseVAE, x: torch.Tensor) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = model.loss(x.bfloat16(), model(x.bfloat16()))
+    assert terms.loss.dtype == torch.float32 and torch.isfinite(terms.loss)
+    with pytest.raises(TypeError, match="expected dtype torch.float32"):
+        model(x.bfloat16())  # outside autocast a bf16 batch for a float32 model is refused
+
+
+def test_bernoulli_fast_log_prob_equals_torch_distributions() -> None:
+    likelihood = pyvae.build("mlp", input_shape=(2, 3), latent_dim=2).likelihood
+    x, logits = torch.rand(4, 2, 3, dtype=torch.float64), 5 * torch.randn(4, 2, 3).double()
+    expected = torch.distributions.Bernoulli(logits=logits).log_prob(x.round()).sum((1, 2))
+    torch.testing.assert_close(likelihood.log_prob(x.round(), logits), expected)
+    torch.testing.assert_close(
+        likelihood.log_prob(x, logits), likelihood.distribution(logits).log_prob(x)
+    )

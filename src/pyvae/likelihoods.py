@@ -32,7 +32,7 @@ from torch.distributions import (
 
 from pyvae.config import ConfigError, Configurable
 from pyvae.registry import Registry
-from pyvae.validation import validate_args_enabled
+from pyvae.validation import in_range, validate_args_enabled
 
 if TYPE_CHECKING:
     from pyvae.models.base import BaseVAE
@@ -84,6 +84,14 @@ class Likelihood(Configurable, nn.Module, abc.ABC):
 
     def check_support(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` if ``x`` holds values outside ``support`` (or NaN)."""
+        bounds = (
+            getattr(self.support, "lower_bound", None),
+            getattr(self.support, "upper_bound", None),
+        )
+        if self.support is constraints.real or bounds != (None, None):  # an interval: min and max
+            lower, upper = (-math.inf if b is None else b for b in bounds)
+            if in_range(x, lower, upper):
+                return
         ok = self.support.check(x)
         if not bool(ok.all()):
             bad = x[~ok]
@@ -120,6 +128,14 @@ class BernoulliLikelihood(Likelihood):
 
     def distribution(self, params: torch.Tensor) -> Distribution:
         return _independent(Bernoulli(logits=params, validate_args=False), params)
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``distribution(params).log_prob(x)``, computed directly: the summed binary
+        cross-entropy with logits, negated after the sum (the training loop's hot path)."""
+        if validate_args_enabled():
+            self.check_support(x)
+        bce = F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        return -bce.flatten(1).sum(1)
 
 
 def _taylor_below(dtype: torch.dtype) -> float:

@@ -9,6 +9,7 @@ would break the graph).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -57,7 +58,11 @@ def check_tensor(
     if not value.is_floating_point():
         hint = " (for images in 0..255, use x.float() / 255)" if value.dtype == torch.uint8 else ""
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {value.dtype}{hint}")
-    if dtype is not None and value.dtype != dtype and not torch.is_autocast_enabled():
+    if (
+        dtype is not None
+        and value.dtype != dtype
+        and not torch.is_autocast_enabled(value.device.type)
+    ):
         raise TypeError(
             f"{name}: expected dtype {dtype} (the model's), got {value.dtype}; "
             f"convert the input with .to({dtype}) or the model with .to({value.dtype})"
@@ -76,9 +81,18 @@ def check_tensor(
     return value
 
 
+def in_range(value: torch.Tensor, lower: float = -math.inf, upper: float = math.inf) -> bool:
+    """Whether every value is finite and within [lower, upper]: one ``aminmax`` pass and one read
+    back to the host (NaN propagates through the minimum and maximum)."""
+    if value.numel() == 0:
+        return True
+    low, high = torch.stack(torch.aminmax(value.detach())).tolist()
+    return bool(math.isfinite(low) and math.isfinite(high) and lower <= low and high <= upper)
+
+
 def check_finite(name: str, value: torch.Tensor) -> None:
     """Raise ``ValueError`` if ``value`` holds NaN or infinity (only when value checks run)."""
-    if validate_args_enabled() and not bool(torch.isfinite(value).all()):
+    if validate_args_enabled() and not in_range(value):
         bad = value[~torch.isfinite(value)]
         raise ValueError(
             f"{name}: expected finite values, got {bad.numel()} non-finite "
