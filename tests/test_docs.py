@@ -16,7 +16,7 @@
   the real MNIST test set in ``../shared/data/mnist/``, so that ``torchvision.datasets.MNIST("data",
   download=True)`` finds its files and downloads nothing.
 * ``mkdocs build --strict`` passes (no warning, no broken link, no orphan page) when the docs
-  extra is installed (``pip install -e ".[test,docs]"``); skipped without it, except in CI (``CI``
+  extra is installed (the test extra includes it); skipped without it, except in CI (``CI``
   set), where a missing docs extra fails.
 * The plug-in package of ``docs/plugins.md``, installed as a distribution, registers its names
   through entry points.
