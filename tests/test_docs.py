@@ -20,7 +20,8 @@
   set), where a missing docs extra fails.
 * The plug-in package of ``docs/plugins.md``, installed as a distribution, registers its names
   through entry points.
-* Every public name of pyvae has a docstring, and appears in the API reference.
+* Every public name of pyvae has a docstring, and appears in the API reference; the arguments
+  a docstring documents exist in the signature.
 """
 
 from __future__ import annotations
@@ -430,3 +431,45 @@ def test_api_reference_covers_every_public_name() -> None:
                 continue  # a registry, a register function or a constant, named in the text
             missing.append(f"{module.__name__}.{name}")
     assert not missing, "public names missing from docs/api/:\n" + "\n".join(missing)
+
+
+ARGS_SECTION = re.compile(r"^(Args|Arguments|Parameters):\s*$")
+ARG_ENTRY = re.compile(r"^(?P<names>\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)*)\s*(?:\([^)]*\))?\s*:")
+
+
+def _documented_args(doc: str) -> list[str]:
+    """The argument names of a Google-style ``Args:`` section (``x0, x1:`` gives both)."""
+    names: list[str] = []
+    lines = doc.splitlines()
+    for i, line in enumerate(lines):
+        if not ARGS_SECTION.match(line.strip()) or line.startswith(" "):
+            continue
+        indent = None
+        for entry in lines[i + 1 :]:
+            if not entry.strip():
+                continue
+            width = len(entry) - len(entry.lstrip())
+            if width == 0:
+                break  # the next section
+            indent = width if indent is None else indent
+            match = ARG_ENTRY.match(entry.strip()) if width == indent else None
+            if match:
+                names += [n.strip().lstrip("*") for n in match["names"].split(",")]
+    return names
+
+
+def test_documented_arguments_exist() -> None:
+    """Every argument a public docstring documents is a parameter of its signature (the check
+    griffe's ``warn_unknown_params`` makes, which mkdocs.yml switches off for "x0, x1" entries)."""
+    wrong = []
+    for qualname, obj in _public_names():
+        target = obj.__init__ if inspect.isclass(obj) else obj
+        if isinstance(target, property) or not callable(target):
+            continue
+        doc = inspect.getdoc(obj) or ""
+        try:
+            params = set(inspect.signature(target).parameters)
+        except (TypeError, ValueError):
+            continue
+        wrong += [f"{qualname}: {n}" for n in _documented_args(doc) if n not in params]
+    assert not wrong, "documented arguments that the signature lacks:\n" + "\n".join(wrong)
