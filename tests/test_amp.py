@@ -7,60 +7,16 @@ decoder outputs and latent samples); they are not run here (no GPU in CI).
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import SHAPE, pairs, tiny_model
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pyvae
 
-SHAPE = (1, 8, 8)
-TINY: dict[str, dict[str, Any]] = {
-    "mlp": {"input_shape": SHAPE, "hidden_dims": (32,), "latent_dim": 4},
-    "conv": {"input_shape": SHAPE, "channels": (4, 8), "hidden_dim": 16, "latent_dim": 4},
-    "denoising": {"backbone": "mlp", "input_shape": SHAPE, "hidden_dims": (32,), "latent_dim": 4},
-}
-PRIOR_CONFIG: dict[str, dict[str, Any]] = {"vamp": {"n_components": 5}, "mog": {"n_components": 5}}
 REDUCTIONS = {"sum", "mean", "logsumexp", "prod", "cumsum", "nansum", "amax", "amin", "var"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a shared CI runner spinning OpenMP
-    threads can slow them down many times over; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def likelihood_spec(name: str) -> str | dict[str, Any]:
-    """The likelihood by name, with a learned per-dimension scale where it has one."""
-    parameters = inspect.signature(pyvae.LIKELIHOODS.get(name).__init__).parameters
-    return {"name": name, "learn_scale": "per_dim"} if "learn_scale" in parameters else name
-
-
-def tiny_model(name: str, likelihood: str = "bernoulli", prior: str = "normal") -> pyvae.BaseVAE:
-    config = TINY.get(name, {"input_shape": SHAPE, "latent_dim": 4})
-    return pyvae.build(
-        name,
-        likelihood=likelihood_spec(likelihood),
-        prior={"name": prior, **PRIOR_CONFIG.get(prior, {})},
-        **config,
-    )
-
-
-def combos() -> Iterator[tuple[str, str, str]]:
-    for model in pyvae.list_models():
-        for likelihood in pyvae.list_likelihoods():
-            yield model, likelihood, "normal"
-        for prior in pyvae.list_priors():
-            if prior != "normal":
-                yield model, "bernoulli", prior
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ReductionDtypes(TorchDispatchMode):
@@ -83,7 +39,7 @@ def images(mnist: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(mnist[0][:128], SHAPE[1:])
 
 
-@pytest.mark.parametrize(("model_name", "likelihood", "prior"), list(combos()))
+@pytest.mark.parametrize(("model_name", "likelihood", "prior"), list(pairs()))
 def test_bf16_autocast_trains_with_float32_loss_terms(
     model_name: str, likelihood: str, prior: str, images: torch.Tensor
 ) -> None:

@@ -18,63 +18,18 @@ compiled graph's output (its backward graph is compiled by AOTAutograd too).
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import torch
 import torch._dynamo
 import torch._inductor.config as inductor_config
+from tiny import SHAPE, pairs, tiny_model
 
 import pyvae
 
-SHAPE = (1, 8, 8)
-TINY: dict[str, dict[str, Any]] = {
-    "mlp": {"input_shape": SHAPE, "hidden_dims": (16,), "latent_dim": 2},
-    "conv": {"input_shape": SHAPE, "channels": (4,), "hidden_dim": 8, "latent_dim": 2},
-    "denoising": {"backbone": "mlp", "input_shape": SHAPE, "hidden_dims": (16,), "latent_dim": 2},
-}
-PRIOR_CONFIG: dict[str, dict[str, Any]] = {"vamp": {"n_components": 3}, "mog": {"n_components": 3}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a shared CI runner spinning OpenMP
-    threads can slow them down many times over; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def likelihood_spec(name: str) -> str | dict[str, Any]:
-    """The likelihood by name, with a learned per-dimension scale where it has one."""
-    parameters = inspect.signature(pyvae.LIKELIHOODS.get(name).__init__).parameters
-    return {"name": name, "learn_scale": "per_dim"} if "learn_scale" in parameters else name
-
-
-def tiny_model(name: str, likelihood: str = "bernoulli", prior: str = "normal") -> pyvae.BaseVAE:
-    """A tiny model on (1, 8, 8) inputs (a registered model not listed in TINY gets defaults)."""
-    config = TINY.get(name, {"input_shape": SHAPE, "latent_dim": 2})
-    return pyvae.build(
-        name,
-        likelihood=likelihood_spec(likelihood),
-        prior={"name": prior, **PRIOR_CONFIG.get(prior, {})},
-        **config,
-    )
-
-
-def pairs() -> Iterator[tuple[str, str, str]]:
-    """Every (model, likelihood) pair with the default prior and every (model, prior) pair with
-    the default likelihood."""
-    for model in pyvae.list_models():
-        for likelihood in pyvae.list_likelihoods():
-            yield model, likelihood, "normal"
-        for prior in pyvae.list_priors():
-            if prior != "normal":
-                yield model, "bernoulli", prior
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def covering() -> list[tuple[str, str, str]]:

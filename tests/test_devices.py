@@ -10,46 +10,27 @@ as a CUDA move, so a tensor that is not a parameter or buffer would be left behi
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
+from tiny import SHAPE, tiny_model
 from torch import nn
 
 import pyvae
 import pyvae.validation
 
-SHAPE = (1, 8, 8)
-TINY: dict[str, dict[str, Any]] = {
-    "mlp": {"input_shape": SHAPE, "hidden_dims": (16,), "latent_dim": 3},
-    "conv": {
-        "input_shape": SHAPE,
-        "channels": (4,),
-        "hidden_dim": 8,
-        "latent_dim": 3,
-        "batch_norm": True,
-    },
-    "denoising": {"backbone": "conv", "input_shape": SHAPE, "channels": (4,), "latent_dim": 3},
+# conv with batch norm (running statistics are buffers) and a conv-backed denoising model
+# (a None keyword is dropped by pyvae.build, so the mlp's hidden_dims goes)
+DEVICE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "conv": {"batch_norm": True},
+    "denoising": {"backbone": "conv", "channels": (4,), "hidden_dim": 8, "hidden_dims": None},
 }
-PRIOR_CONFIG: dict[str, dict[str, Any]] = {"vamp": {"n_components": 3}, "mog": {"n_components": 3}}
 
 
-def likelihood_spec(name: str) -> str | dict[str, Any]:
-    """The likelihood by name, with a learned per-dimension scale where it has one."""
-    parameters = inspect.signature(pyvae.LIKELIHOODS.get(name).__init__).parameters
-    return {"name": name, "learn_scale": "per_dim"} if "learn_scale" in parameters else name
-
-
-def tiny_model(name: str, likelihood: str = "bernoulli", prior: str = "normal") -> pyvae.BaseVAE:
-    config = TINY.get(name, {"input_shape": SHAPE, "latent_dim": 3})
-    return pyvae.build(
-        name,
-        likelihood=likelihood_spec(likelihood),
-        prior={"name": prior, **PRIOR_CONFIG.get(prior, {})},
-        **config,
-    )
+def device_model(name: str, likelihood: str = "bernoulli", prior: str = "normal") -> pyvae.BaseVAE:
+    return tiny_model(name, likelihood, prior, **DEVICE_OVERRIDES.get(name, {}))
 
 
 def combos() -> Iterator[tuple[str, str, str]]:
@@ -78,7 +59,7 @@ def _all_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(("model_name", "likelihood", "prior"), list(combos()))
 def test_to_float64_moves_everything(model_name: str, likelihood: str, prior: str) -> None:
-    model = tiny_model(model_name, likelihood, prior)
+    model = device_model(model_name, likelihood, prior)
     assert _stray_tensors(model) == []
     model.to(torch.float64)
     for name, tensor in _all_tensors(model).items():
@@ -104,7 +85,7 @@ def test_to_float64_moves_everything(model_name: str, likelihood: str, prior: st
 @pytest.mark.parametrize(("model_name", "likelihood", "prior"), list(combos()))
 def test_to_another_device_moves_everything(model_name: str, likelihood: str, prior: str) -> None:
     meta = torch.device("meta")
-    model = tiny_model(model_name, likelihood, prior).to(meta)
+    model = device_model(model_name, likelihood, prior).to(meta)
     for name, tensor in _all_tensors(model).items():
         assert tensor.device == meta, name
     with pytest.raises(ValueError, match="device"):
@@ -116,7 +97,7 @@ def test_training_step_reads_no_values_back(model_name: str, likelihood: str, pr
     """With value checks off, forward, loss, backward and sample never read a value back to the
     host (no GPU synchronisation): on the meta device, which has no values, they run."""
     meta = torch.device("meta")
-    model = tiny_model(model_name, likelihood, prior).to(meta)
+    model = device_model(model_name, likelihood, prior).to(meta)
     x = torch.empty(2, *SHAPE, device=meta)
     validating = pyvae.validation.validate_args_enabled()
     pyvae.set_validate_args(False)
@@ -134,7 +115,7 @@ def test_training_step_reads_no_values_back(model_name: str, likelihood: str, pr
 def test_generator_makes_sampling_reproducible(
     model_name: str, likelihood: str, prior: str
 ) -> None:
-    model = tiny_model(model_name, likelihood, prior).eval()
+    model = device_model(model_name, likelihood, prior).eval()
     first = model.sample(6, generator=torch.Generator().manual_seed(42))
     torch.randn(100)  # the global RNG moves on; the generator alone decides
     state = torch.get_rng_state()
@@ -153,7 +134,7 @@ def test_generator_makes_sampling_reproducible(
 def test_deepcopy_gives_an_independent_model(prior: str) -> None:
     """DDP, Lightning and EMA code copy models: a copy's prior must use the copy's own tensors
     (a VampPrior encodes with its own model's encoder)."""
-    model = tiny_model("mlp", "bernoulli", prior).eval()
+    model = device_model("mlp", "bernoulli", prior).eval()
     clone = copy.deepcopy(model)
     z = torch.randn(4, model.latent_dim)
     before = model.prior().log_prob(z)
