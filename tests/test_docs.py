@@ -168,18 +168,6 @@ REGISTRIES = [pyvae.MODELS, pyvae.LIKELIHOODS, pyvae.PRIORS, pyvae.CORRUPTIONS]
 
 
 @pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run a page's code on one thread: the tensors are tiny, and on a busy machine (CI, or other
-    processes) several threads are many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def isolated_registries() -> Iterator[None]:
     """Names registered while a page runs are forgotten afterwards."""
     saved = [(registry, dict(registry._classes)) for registry in REGISTRIES]
@@ -200,7 +188,7 @@ def test_page_code_runs(
     monkeypatch: pytest.MonkeyPatch,
     small_mnist_raw: Path | None,
     isolated_registries: None,
-    one_thread: None,
+    one_thread: None,  # conftest: tiny tensors, so one thread (much faster on a busy machine)
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
