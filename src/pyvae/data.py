@@ -66,6 +66,10 @@ FASHION_CLASSES: tuple[str, ...] = (
 def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     """Read an IDX file (the MNIST format; ``.gz`` is decompressed) into a tensor.
 
+    Returns:
+        A tensor of the file's shape and element type, e.g. (10000, 28, 28) ``uint8`` pixels for
+        MNIST's test images and (10000,) ``uint8`` labels.
+
     Raises:
         ValueError: if the file is truncated or not an IDX file.
     """

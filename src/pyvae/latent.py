@@ -121,7 +121,8 @@ def interpolate(
 
     Args:
         model: the model.
-        x0, x1: two inputs of shape ``input_shape`` (or (1, *input_shape)).
+        x0: the first input, of shape ``input_shape`` (or (1, *input_shape)).
+        x1: the second input, of the same shape.
         steps: points on the path, endpoints included (>= 2).
         method: ``"linear"`` or ``"slerp"`` (see :func:`interpolate_latents`).
 
