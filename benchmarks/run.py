@@ -37,30 +37,36 @@ NOTES = """\
   (batch 32, 8 x 8 images) tens of times slower than one thread (OpenMP threads waiting for a busy
   core). Set `torch.set_num_threads` to the number of cores that are really free (`--threads`).
 - **Where pyvae's eager overhead comes from** (largest, relatively, for the small `mlp`): the value
-  checks (`check_input` runs in `forward` and again in `loss`, each an `isfinite(x).all()` over
-  the batch, plus the Bernoulli likelihood's support check `0 <= x <= 1`: about 0.5 ms each for a
-  128 x 784 batch on one thread), and `torch.distributions.Bernoulli.log_prob`, which negates the
-  whole (B, 784) tensor before the sum (an extra pass forward and backward). Checks are skipped
-  inside `torch.compile` and with `pyvae.set_validate_args(False)`. The row *proposed fixes* patches
-  in (a) `check_finite` as one `torch.aminmax` pass (NaN propagates through it), (b) the Bernoulli
-  support check as one `aminmax` pass, (c) a Bernoulli `log_prob` that sums before it negates
-  (`-F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)`); errors
-  are unchanged, because a failing fast check falls back to the original one for the message.
+  checks. `check_input` runs in `forward` and again in `loss`, and the Bernoulli likelihood checks
+  its support (`0 <= x <= 1`) in `log_prob`: each is one `torch.aminmax` pass over the batch and
+  one read back to the host (NaN propagates through the minimum and maximum; the full check runs
+  only to word the error). The table *What pyvae adds to a step* gives their cost per call. The
+  Bernoulli `log_prob` is computed directly (the binary cross-entropy with logits, summed, then
+  negated), as in the hand-written loss. Checks are skipped inside `torch.compile` and with
+  `pyvae.set_validate_args(False)` (the row *validate_args off*). What remains (about 0.5 ms
+  per `mlp` step, measured piece by piece on one thread) is mostly the KL term: the closed form
+  of `torch.distributions.kl_divergence` (`_kl_normal_normal`: scale ratio, squared, its log,
+  against the prior's broadcast loc and scale) costs about 0.3 ms more, forward and backward,
+  than the hand-written `0.5 * (exp(log_var) + loc**2 - 1 - log_var)`; the rest is Python
+  (the distribution objects, the shape, dtype and device checks, the extra module calls).
 - **Compiled**: forward and loss are compiled together (`fullgraph=True`); pyvae's value checks and
   distribution objects disappear from the compiled graph, so compiled pyvae and compiled
   hand-written code run the same kernels. The `compile s` of the second variant of a group is
   shorter because inductor reuses the kernels it compiled for the first (its caches).
 - **Evaluation memory**: `model.log_likelihood` decodes at most `chunk_size` samples at a time
   (all images' samples together), and keeps the k x B log-weights; the per-image loop decodes k
-  samples at a time. Both stay far below decoding everything at once. Compare the *proposed* rows
-  for what the Bernoulli `log_prob` change does to the evaluation's speed.
+  samples at a time. Both stay far below decoding everything at once.
 - **Peak memory is a noisy measure on CPU.** It is the process's resident memory, which includes
-  what the C allocator keeps after tensors are freed. Four runs of pyvae's evaluation at k=1000
-  (the same computation, with small changes to the measurement or to the Bernoulli `log_prob`)
-  peaked anywhere between 64 and 2,475 MiB above the baseline on this machine: the column is not
-  a measure of the algorithm. The evaluation's live tensors are bounded by `chunk_size`: each
-  (4096, 784) float32 tensor of a chunk is 12.3 MiB, and the k x B log-weights are 7.6 MiB at
-  k=1000 and 38 MiB at k=5000 for 2,000 images.
+  what the C allocator keeps after tensors are freed. Earlier runs of pyvae's evaluation at
+  k=1000 (the same computation, with small changes to the measurement or to the Bernoulli
+  `log_prob`) peaked anywhere between 64 and 2,475 MiB above the baseline on this machine, and
+  the run of 2026-11-22 02:42 UTC at about 3.5 GiB for both k: the column is not a measure of the
+  algorithm. The evaluation's live tensors are bounded by `chunk_size`: each (4096, 784) float32
+  tensor of a chunk is 12.3 MiB, and the k x B log-weights are 7.6 MiB at k=1000 and 38 MiB at
+  k=5000 for 2,000 images. What grows is glibc's heap: freed chunk tensors stay in it, pinned
+  by the small per-chunk log-weights allocated between them (the peak grows with k: 93 MiB at
+  k=4, 168 MiB at k=20); with `MALLOC_MMAP_THRESHOLD_=131072` in the environment (large blocks
+  always mapped, and unmapped when freed) the k=20 run peaked at 55 MiB.
 - No GPU was available when these figures were taken: CUDA figures (float16/bfloat16 autocast,
   compile modes with CUDA graphs) are not measured here.
 """
@@ -117,7 +123,6 @@ def _summary(steps: dict[str, Any], cpu_steps: dict[str, Any]) -> list[str]:
 NLL_LABELS = {
     "chunked": "pyvae (chunked)",
     "loop": "per-image loop",
-    "chunked-proposed": "pyvae (chunked), proposed Bernoulli log_prob",
 }
 STEP_HEADER = ["variant", "ms / step", "spread ms", "images / s", "vs hand-written", "compile s"]
 
@@ -197,9 +202,7 @@ def render(
             f"`model.log_likelihood(x, k=k)` on all images at once (chunk_size "
             f"{settings['chunk_size']}: at most that many samples decoded at a time); `loop` is "
             "the straightforward per-image loop (`benchmarks/nll.py`: each image's k samples "
-            "decoded in one batch); the *proposed* rows patch in the proposed fixes of the "
-            "training-step tables (a Bernoulli `log_prob` that sums before it negates). "
-            "Peak memory: the highest resident memory during a warm-up "
+            "decoded in one batch). Peak memory: the highest resident memory during a warm-up "
             "call of the same shapes and the timed call, minus the resident memory before them "
             "(a fresh process per row). " + settings.get("nll_measured", ""),
             "",

@@ -10,10 +10,9 @@ and the ratio to the hand-written model.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyvae
-import pyvae.validation
 from benchmarks.common import alternate, median, mnist_images
 
 BATCH = 128
@@ -120,51 +118,6 @@ def check_same_function(name: str) -> float:
     return diff
 
 
-# -- proposed changes: one-pass value checks, Bernoulli log_prob summed first ---------
-def _check_finite_one_pass(name: str, value: torch.Tensor) -> None:
-    """``check_finite`` in one reduction (aminmax propagates NaN), not isfinite + all."""
-    if pyvae.validation.validate_args_enabled():
-        lo, hi = torch.aminmax(value.detach())
-        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
-            pyvae.validation.check_finite(name, value)  # raises the usual error
-
-
-@contextlib.contextmanager
-def fast_value_checks() -> Iterator[None]:
-    """The changes proposed in docs/performance-results.md, patched in: the finiteness check and
-    the Bernoulli support check in one pass (errors still come from the original code), and a
-    Bernoulli log_prob that sums before negating."""
-    import pyvae.models.base as base
-
-    original_finite = base.check_finite
-    original_support = pyvae.BernoulliLikelihood.check_support
-
-    original_log_prob = pyvae.BernoulliLikelihood.log_prob
-
-    def support_one_pass(self: pyvae.Likelihood, x: torch.Tensor) -> None:
-        lo, hi = torch.aminmax(x.detach())
-        if not bool((lo >= 0) & (hi <= 1)):
-            original_support(self, x)
-
-    def bernoulli_log_prob(
-        self: pyvae.Likelihood, x: torch.Tensor, p: torch.Tensor
-    ) -> torch.Tensor:
-        if pyvae.validation.validate_args_enabled():
-            self.check_support(x)
-        # negate after the sum: one pass over B values, not over B x 784 (and its backward)
-        return -F.binary_cross_entropy_with_logits(p, x, reduction="none").flatten(1).sum(1)
-
-    base.check_finite = _check_finite_one_pass  # the name BaseVAE.check_input calls
-    pyvae.BernoulliLikelihood.check_support = support_one_pass  # type: ignore[method-assign]
-    pyvae.BernoulliLikelihood.log_prob = bernoulli_log_prob  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        base.check_finite = original_finite
-        pyvae.BernoulliLikelihood.check_support = original_support  # type: ignore[method-assign]
-        pyvae.BernoulliLikelihood.log_prob = original_log_prob  # type: ignore[method-assign]
-
-
 # -- the variants -------------------------------------------------------------------
 @dataclass
 class Variant:
@@ -174,7 +127,6 @@ class Variant:
     mode: str | None = None  # torch.compile mode
     channels_last: bool = False
     validate: bool = True
-    fast_checks: bool = False  # the value checks proposed in docs/performance-results.md
     compile_seconds: float = 0.0
     step: Callable[[], None] = field(default=lambda: None, repr=False)
 
@@ -211,14 +163,7 @@ def build_variant(name: str, variant: Variant, batches: list[torch.Tensor]) -> V
         loss.backward()
         optimizer.step()
 
-    if variant.fast_checks:
-
-        def step_fast_checks() -> None:
-            with fast_value_checks():
-                step()
-
-        variant.step = step_fast_checks
-    elif variant.impl == "pyvae" and not variant.validate:
+    if variant.impl == "pyvae" and not variant.validate:
 
         def step_no_checks() -> None:
             pyvae.set_validate_args(False)
@@ -244,7 +189,6 @@ def variants_for(name: str, *, compile_: bool, modes: list[str]) -> list[list[Va
             Variant("hand-written, eager", "hand"),
             Variant("pyvae, eager", "pyvae"),
             Variant("pyvae, eager, validate_args off", "pyvae", validate=False),
-            Variant("pyvae, eager, proposed fixes (see below)", "pyvae", fast_checks=True),
         ]
     ]
     if name == "conv":
