@@ -91,13 +91,12 @@ def iwae_bound(
     check_positive_int("k", k)
     _check_chunk_size(chunk_size)
     posterior, prior = model.encode(x), model.prior()
-    log_w = torch.cat(
-        [
-            log_px + prior.log_prob(z) - posterior.log_prob(z)
-            for z, log_px in _samples(model, x, posterior, k, chunk_size)
-        ]
-    )
-    return torch.logsumexp(log_w, dim=0) - math.log(k)
+    total: torch.Tensor | None = None  # logsumexp of the log-weights so far, (B,): O(B) memory
+    for z, log_px in _samples(model, x, posterior, k, chunk_size):
+        chunk = torch.logsumexp(log_px + prior.log_prob(z) - posterior.log_prob(z), dim=0)
+        total = chunk if total is None else torch.logaddexp(total, chunk)
+    assert total is not None  # k >= 1
+    return total - math.log(k)
 
 
 def elbo(
