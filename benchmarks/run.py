@@ -54,7 +54,8 @@ NOTES = """\
   hand-written code run the same kernels. The `compile s` of the second variant of a group is
   shorter because inductor reuses the kernels it compiled for the first (its caches).
 - **Evaluation memory**: `model.log_likelihood` decodes at most `chunk_size` samples at a time
-  (all images' samples together), and keeps the k x B log-weights; the per-image loop decodes k
+  (all images' samples together), and keeps a running log-sum-exp per image (since
+  2026-11-22 03:15; the figures below still kept all k x B log-weights); the loop decodes k
   samples at a time. Both stay far below decoding everything at once.
 - **Peak memory is a noisy measure on CPU.** It is the process's resident memory, which includes
   what the C allocator keeps after tensors are freed. Earlier runs of pyvae's evaluation at
