@@ -37,7 +37,8 @@ NOTES = """\
   (batch 32, 8 x 8 images) tens of times slower than one thread (OpenMP threads waiting for a busy
   core). Set `torch.set_num_threads` to the number of cores that are really free (`--threads`).
 - **Where pyvae's eager overhead comes from** (largest, relatively, for the small `mlp`): the value
-  checks. `check_input` runs in `forward` and again in `loss`, and the Bernoulli likelihood checks
+  checks. `check_input` runs in `forward` (since 03:20 UTC `loss` checks only shapes; the figures
+  here predate that), and the Bernoulli likelihood checks
   its support (`0 <= x <= 1`) in `log_prob`: each is one `torch.aminmax` pass over the batch and
   one read back to the host (NaN propagates through the minimum and maximum; the full check runs
   only to word the error). The table *What pyvae adds to a step* gives their cost per call. The

@@ -161,3 +161,11 @@ def test_bernoulli_fast_log_prob_equals_torch_distributions() -> None:
     torch.testing.assert_close(
         likelihood.log_prob(x, logits), likelihood.distribution(logits).log_prob(x)
     )
+
+
+def test_loss_refuses_nan_data_through_the_support_check(model: BaseVAE, x: torch.Tensor) -> None:
+    out = model(x)
+    bad = x.clone()
+    bad[1, 0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"outside it \(first: nan\)"):
+        model.loss(bad, out)

@@ -122,7 +122,8 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             kl_method: ``"auto"`` (closed form when torch.distributions has one),
                 ``"closed_form"`` or ``"monte_carlo"`` (from the sample ``out.z``).
         """
-        self.check_input(x)
+        # forward checked x's values; the likelihood's support check sees NaN too
+        self._check_structure(x)
         if not isinstance(out, VAEOutput):
             raise TypeError(f"out: expected the VAEOutput of model(x), got {type(out).__name__}")
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
@@ -173,6 +174,11 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         """Raise a clear error if x is not a finite float tensor of shape (B, *input_shape) with
         the model's dtype, on the model's device (the finiteness check can be switched off with
         :func:`pyvae.set_validate_args`)."""
+        self._check_structure(x)
+        check_finite("x", x)
+
+    def _check_structure(self, x: torch.Tensor) -> None:
+        """Shape, dtype and device of x (no value read back from the device)."""
         reference = next(self.parameters(), None)
         check_tensor(
             "x",
@@ -181,7 +187,6 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             dtype=None if reference is None else reference.dtype,
             device=None if reference is None else reference.device,
         )
-        check_finite("x", x)
 
     def save(
         self, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
