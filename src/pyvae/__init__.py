@@ -4,6 +4,9 @@
 >>> model = pyvae.build("conv", latent_dim=4)  # an nn.Module; train it in your own loop
 """
 
+# submodules reachable as attributes: pyvae.data.load_sprites, pyvae.metrics.mig
+from pyvae import data as data
+from pyvae import metrics as metrics
 from pyvae.checkpoint import CheckpointError, load
 from pyvae.config import ConfigError, Configurable
 from pyvae.evaluation import elbo, iwae_bound, linear_warmup, log_likelihood

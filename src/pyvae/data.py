@@ -27,13 +27,17 @@ from torch.utils.data import TensorDataset
 
 __all__ = [
     "DATASETS",
+    "SPRITE_FACTORS",
+    "SPRITE_FACTOR_VALUES",
     "DataSplits",
     "ImageSet",
     "load_dataset",
     "load_digits",
     "load_mnist",
+    "load_sprites",
     "read_idx",
     "read_mnist_folder",
+    "render_sprites",
 ]
 
 _IDX_DTYPES: dict[int, str] = {
@@ -363,3 +367,99 @@ def load_dataset(
     if name in ("mnist", "fashion-mnist"):
         return load_mnist("data" if root is None else root, name=name, download=download)
     raise ValueError(f"data set: expected one of {', '.join(DATASETS)}, got {name!r}")
+
+
+# -- sprites: a procedural dSprites-like data set with known factors ----------------------------
+
+#: The factors of :func:`load_sprites`, in column order.
+SPRITE_FACTORS: tuple[str, ...] = ("shape", "scale", "orientation", "x", "y")
+#: The values each sprite factor takes (as in dSprites: 3 shapes, 6 scales, 40 orientations,
+#: 32 x and 32 y positions).
+SPRITE_FACTOR_VALUES: dict[str, tuple[float, ...]] = {
+    "shape": (0.0, 1.0, 2.0),  # square, ellipse, heart
+    "scale": tuple(float(v) for v in np.linspace(0.5, 1.0, 6)),
+    "orientation": tuple(float(v) for v in np.linspace(0.0, 2 * np.pi, 40, endpoint=False)),
+    "x": tuple(float(v) for v in np.linspace(0.0, 1.0, 32)),
+    "y": tuple(float(v) for v in np.linspace(0.0, 1.0, 32)),
+}
+_SPRITE_CHUNK = 512  # images rendered at once: bounds the temporary memory to a few MB per chunk
+
+
+def render_sprites(factors: torch.Tensor, *, size: int = 64) -> torch.Tensor:
+    """Draw binary sprites with the given factors: float32 images of shape (N, 1, size, size).
+
+    Each row of ``factors`` (N, 5) is (shape, scale, orientation, x, y) as in
+    :data:`SPRITE_FACTORS`: shape 0 (square), 1 (ellipse, axes 1 : 0.5) or 2 (heart); scale in
+    (0, 1] (the sprite's radius is ``0.3 * scale`` of half the image); orientation in radians;
+    x and y in [0, 1] (the centre runs over the middle 60% of the image, so that every sprite
+    stays inside it). A pixel is 1 when its centre lies inside the shape.
+
+    Args:
+        factors: float tensor of shape (N, 5).
+        size: the image side in pixels, >= 8.
+    """
+    if not isinstance(factors, torch.Tensor) or factors.dim() != 2 or factors.shape[1] != 5:
+        got = tuple(factors.shape) if isinstance(factors, torch.Tensor) else type(factors).__name__
+        raise ValueError(f"factors: expected a tensor of shape (N, 5), got {got}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size: expected an integer >= 8, got {size!r}")
+    f = factors.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(f).all()):
+        raise ValueError("factors: contains NaN or infinite values")
+    shapes = f[:, 0]
+    if not bool(((shapes == 0) | (shapes == 1) | (shapes == 2)).all()):
+        raise ValueError("factors: the shape column must hold 0, 1 or 2")
+    if not bool(((f[:, 1] > 0) & (f[:, 1] <= 1)).all()):
+        raise ValueError("factors: the scale column must lie in (0, 1]")
+    if not bool(((f[:, 3:] >= 0) & (f[:, 3:] <= 1)).all()):
+        raise ValueError("factors: the x and y columns must lie in [0, 1]")
+    axis = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # pixel centres
+    py, px = torch.meshgrid(axis, axis, indexing="ij")
+    out = torch.empty(len(f), 1, size, size, dtype=torch.float32)
+    for start in range(0, len(f), _SPRITE_CHUNK):
+        c = f[start : start + _SPRITE_CHUNK, :, None, None].float()
+        shape, radius, angle = c[:, 0], 0.3 * c[:, 1], c[:, 2]
+        cx, cy = -0.6 + 1.2 * c[:, 3], -0.6 + 1.2 * c[:, 4]
+        dx, dy = px - cx, py - cy
+        cos, sin = torch.cos(angle), torch.sin(angle)  # rotate the pixel into the shape's frame
+        u, v = (cos * dx + sin * dy) / radius, (-sin * dx + cos * dy) / radius
+        square = torch.maximum(u.abs(), v.abs()) <= 0.8
+        ellipse = u**2 + (v / 0.5) ** 2 <= 1
+        hu, hv = u * 1.15, -v * 1.15 + 0.15  # the heart curve (u^2+v^2-1)^3 <= u^2 v^3, upright
+        heart = (hu**2 + hv**2 - 1) ** 3 - hu**2 * hv**3 <= 0
+        inside = torch.where(shape == 0, square, torch.where(shape == 1, ellipse, heart))
+        out[start : start + _SPRITE_CHUNK, 0] = inside.float()
+    return out
+
+
+def load_sprites(
+    n: int = 10_000, *, seed: int = 0, size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dSprites-like data set drawn procedurally: no download, deterministic given ``seed``.
+
+    Each image shows one white shape on black; its five factors of variation (shape, scale,
+    orientation, x and y position; :data:`SPRITE_FACTORS`) are drawn independently and uniformly
+    from the values of :data:`SPRITE_FACTOR_VALUES` (those of dSprites, Matthey et al., 2017).
+    Use it to exercise disentanglement metrics (:mod:`pyvae.metrics`) and models such as the
+    beta-VAE. Memory: ``n * size**2 * 4`` bytes (328 MB for 20,000 images of 64x64).
+
+    Args:
+        n: the number of images.
+        seed: the seed of the factors.
+        size: the image side in pixels (64 as dSprites; 32 for quick experiments).
+
+    Returns:
+        ``(images, factors)``: float32 images in {0, 1} of shape (n, 1, size, size), and float32
+        factor values of shape (n, 5) (shape as 0, 1, 2; the others as their values).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    generator = torch.Generator().manual_seed(seed)
+    columns = []
+    for name in SPRITE_FACTORS:
+        values = torch.tensor(SPRITE_FACTOR_VALUES[name], dtype=torch.float64)
+        columns.append(values[torch.randint(len(values), (n,), generator=generator)])
+    factors = torch.stack(columns, dim=1)
+    return render_sprites(factors, size=size), factors.float()
