@@ -9,6 +9,7 @@ from pyvae import data as data
 from pyvae import metrics as metrics
 from pyvae.checkpoint import CheckpointError, load
 from pyvae.config import ConfigError, Configurable
+from pyvae.deployment import export, export_onnx
 from pyvae.evaluation import elbo, iwae_bound, linear_warmup, log_likelihood
 from pyvae.factory import build, list_models
 from pyvae.kl import kl_divergence
@@ -79,6 +80,8 @@ __all__ = [
     "__version__",
     "build",
     "elbo",
+    "export",
+    "export_onnx",
     "iwae_bound",
     "kl_divergence",
     "linear_warmup",
