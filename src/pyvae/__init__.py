@@ -11,6 +11,7 @@ from pyvae.checkpoint import CheckpointError, load
 from pyvae.config import ConfigError, Configurable
 from pyvae.deployment import export, export_onnx
 from pyvae.evaluation import elbo, iwae_bound, linear_warmup, log_likelihood
+from pyvae.evaluator import EvaluationReport, evaluate
 from pyvae.factory import build, list_models
 from pyvae.kl import kl_divergence
 from pyvae.likelihoods import (
@@ -65,6 +66,7 @@ __all__ = [
     "ConvVAE",
     "Corruption",
     "DenoisingVAE",
+    "EvaluationReport",
     "GaussianLikelihood",
     "LaplaceLikelihood",
     "LearnedNormalPrior",
@@ -80,6 +82,7 @@ __all__ = [
     "__version__",
     "build",
     "elbo",
+    "evaluate",
     "export",
     "export_onnx",
     "iwae_bound",
