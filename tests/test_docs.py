@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib
 import importlib.util
@@ -170,13 +171,10 @@ REGISTRIES = [pyvae.MODELS, pyvae.LIKELIHOODS, pyvae.PRIORS, pyvae.CORRUPTIONS]
 @pytest.fixture
 def isolated_registries() -> Iterator[None]:
     """Names registered while a page runs are forgotten afterwards."""
-    saved = [(registry, dict(registry._classes)) for registry in REGISTRIES]
-    try:
+    with contextlib.ExitStack() as stack:
+        for registry in REGISTRIES:
+            stack.enter_context(registry.scoped())
         yield
-    finally:
-        for registry, classes in saved:
-            registry._classes.clear()
-            registry._classes.update(classes)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,16 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _scoped_registries() -> Iterator[None]:
+    """The plug-in examples register names: forget them afterwards, so that no later test (which
+    may parametrise over ``pyvae.list_models()``) depends on the order the tests ran in."""
+    with contextlib.ExitStack() as stack:
+        for registry in (pyvae.MODELS, pyvae.LIKELIHOODS, pyvae.PRIORS, pyvae.CORRUPTIONS):
+            stack.enter_context(registry.scoped())
+        yield
 
 
 def _load(name: str) -> ModuleType:

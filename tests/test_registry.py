@@ -46,26 +46,75 @@ def test_unknown_component_names() -> None:
 
 
 def test_duplicate_name_is_refused_unless_overwrite() -> None:
-    with pytest.raises(ValueError, match="'mlp' is already registered"):
+    with MODELS.scoped():
 
-        @pyvae.register_model("mlp")
+        @pyvae.register_model("test-dup", overwrite=False)
+        class First(MLPVAE):
+            pass
+
+        with pytest.raises(ValueError, match="'test-dup' is already registered"):
+
+            @pyvae.register_model("test-dup")
+            class Other(MLPVAE):
+                pass
+
+        @pyvae.register_model("test-dup", overwrite=True)
+        class Second(MLPVAE):
+            pass
+
+        assert MODELS.get("test-dup") is Second
+        assert Second.registered_name == "test-dup"
+        assert First.registered_name is None  # replaced: it no longer answers to the name
+    assert "test-dup" not in MODELS
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_builtin_names_cannot_be_replaced(overwrite: bool) -> None:
+    with pytest.raises(ValueError, match="'mlp' is a built-in name .* cannot be replaced"):
+
+        @pyvae.register_model("mlp", overwrite=overwrite)
         class Other(MLPVAE):
             pass
 
     assert MODELS.get("mlp") is MLPVAE
+    with pytest.raises(ValueError, match="built-in name"):
+        pyvae.LIKELIHOODS.unregister("bernoulli")
+    assert "bernoulli" in pyvae.LIKELIHOODS
 
-    @pyvae.register_model("test-dup", overwrite=False)
-    class First(MLPVAE):
+
+def test_subclasses_do_not_inherit_the_registered_name() -> None:
+    class Mine(MLPVAE):
         pass
 
-    @pyvae.register_model("test-dup", overwrite=True)
-    class Second(MLPVAE):
+    assert MLPVAE.registered_name == "mlp"
+    assert Mine.registered_name is None
+    assert Mine(input_shape=(4,), hidden_dims=(8,)).config["name"] is None
+    with MODELS.scoped():
+        pyvae.register_model("mine")(Mine)
+        assert Mine.registered_name == "mine"
+        assert pyvae.build("mine", input_shape=(4,), hidden_dims=(8,)).config["name"] == "mine"
+    assert Mine.registered_name is None and "mine" not in MODELS
+
+
+def test_unregister_and_scoped_restore_everything() -> None:
+    before = pyvae.list_models()
+
+    class A(MLPVAE):
         pass
 
-    try:
-        assert MODELS.get("test-dup") is Second
-    finally:
-        MODELS._classes.pop("test-dup")
+    with MODELS.scoped():
+        pyvae.register_model("a-1")(A)
+        pyvae.register_model("a-2")(A)  # a second name: the first stays the class's own
+        assert A.registered_name == "a-1"
+        assert MODELS.unregister("a-1") is A
+        assert A.registered_name == "a-2"
+        with pytest.raises(pyvae.UnknownNameError, match="Unknown model 'a-1'"):
+            MODELS.unregister("a-1")
+        assert MODELS.unregister("a-2") is A and A.registered_name is None
+        pyvae.register_model("a-3")(A)
+    assert pyvae.list_models() == before
+    assert A.registered_name is None
+    assert [1] not in MODELS  # an unhashable name is simply not there
 
 
 def test_register_requires_a_model_class() -> None:
@@ -112,12 +161,14 @@ def test_bad_component_config() -> None:
         pyvae.build("denoising", corruption={"name": "masking", "p": 1.5})
 
 
-def _install_plugin(tmp_path: Path, dist: str, module: str, source: str, entry: str) -> None:
+def _install_plugin(
+    tmp_path: Path, dist: str, module: str, source: str, entry: str, group: str = "pyvae.models"
+) -> None:
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
     info = tmp_path / f"{dist}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[pyvae.models]\n{entry}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{entry}\n")
 
 
 @pytest.fixture
@@ -128,7 +179,8 @@ def plugin_path(tmp_path: Path):  # type: ignore[no-untyped-def]
     finally:
         sys.path.remove(str(tmp_path))
         for name in ("tiny", "broken-plugin-model"):
-            MODELS._classes.pop(name, None)
+            if name in MODELS:
+                MODELS.unregister(name)
         for module in ("pyvae_tiny_plugin", "pyvae_broken_plugin"):
             sys.modules.pop(module, None)
         MODELS.reload_plugins()
@@ -170,3 +222,46 @@ def test_broken_plugin_warns_and_never_breaks_pyvae(plugin_path: Path) -> None:
         warnings.simplefilter("error")
         assert "mlp" in pyvae.list_models()
         pyvae.build("mlp", input_shape=(4,), hidden_dims=(8,))
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "raise SystemExit(3)",
+        "raise RuntimeError('boom')",
+        "import sys; sys.exit('bye')",
+        "raise GeneratorExit()",
+        "@pyvae.register_model('mlp')\nclass M(pyvae.MLPVAE): pass",
+    ],
+)
+def test_failing_plugin_is_skipped_and_rolled_back(plugin_path: Path, failure: str) -> None:
+    _install_plugin(
+        plugin_path,
+        "pyvae-broken-plugin",
+        "pyvae_broken_plugin",
+        "import pyvae\n\n"
+        "@pyvae.register_model('broken-plugin-model')\n"
+        "class B(pyvae.MLPVAE):\n    pass\n\n"
+        "@pyvae.register_prior('broken-plugin-prior')\n"
+        "class P(pyvae.StandardNormalPrior):\n    pass\n\n" + failure + "\n",
+        "broken = pyvae_broken_plugin",
+    )
+    with pytest.warns(RuntimeWarning, match="could not load model plug-in 'broken'.*removed"):
+        MODELS.reload_plugins()
+    # whatever it registered before failing is gone, in every registry
+    assert "broken-plugin-model" not in pyvae.list_models()
+    assert "broken-plugin-prior" not in pyvae.list_priors()
+    assert MODELS.get("mlp") is MLPVAE
+    pyvae.build("mlp", input_shape=(4,), hidden_dims=(8,))
+
+
+def test_keyboard_interrupt_in_a_plugin_is_not_swallowed(plugin_path: Path) -> None:
+    _install_plugin(
+        plugin_path,
+        "pyvae-broken-plugin",
+        "pyvae_broken_plugin",
+        "raise KeyboardInterrupt\n",
+        "broken = pyvae_broken_plugin",
+    )
+    with pytest.raises(KeyboardInterrupt):
+        MODELS.reload_plugins()

@@ -34,6 +34,10 @@ class Configurable:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "registered_name" not in cls.__dict__:
+            # The registry owns the names: a subclass is not its parent, so it has no name until
+            # it is registered itself (a checkpoint must never record the parent's name).
+            cls.registered_name = None
         init = cls.__dict__.get("__init__")
         if init is None:
             return

@@ -2,16 +2,24 @@
 
 A registry maps names to classes. Classes register themselves with a decorator when their module
 is imported; third-party packages register theirs through an entry-point group, loaded lazily the
-first time a name is looked up or listed. A plug-in that fails to import gives a warning and is
-skipped: it never breaks pyvae.
+first time a name is looked up or listed. A plug-in that fails to import (whatever it raises, short
+of a keyboard interrupt) gives a warning, whatever it registered before failing is rolled back,
+and it is skipped: it never breaks pyvae.
+
+The registry owns the names: a class's name is the one it was registered under, never one
+inherited from a registered parent, so a checkpoint always records the exact class it holds.
+Built-in names (classes defined in pyvae itself) cannot be replaced or removed.
+:meth:`Registry.scoped` undoes every registration made inside a ``with`` block (tests, notebooks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import warnings
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -45,12 +53,18 @@ class Registry(Generic[T]):
         self.group = group
         self._classes: dict[str, type[T]] = {}
         self._plugins_loaded = False
+        _REGISTRIES.add(self)
 
     def register(self, name: str, *, overwrite: bool = False) -> Callable[[C], C]:
         """Class decorator that registers a class under ``name``.
 
+        The class's ``registered_name`` becomes ``name`` (its first name, if it is registered
+        under several); subclasses do not inherit it: each class that should be saved and loaded
+        is registered itself.
+
         Raises:
-            ValueError: if ``name`` is taken by another class and ``overwrite`` is False.
+            ValueError: if ``name`` is taken by another class and ``overwrite`` is False, or if
+                ``name`` is a built-in name (a class defined in pyvae), which nothing replaces.
             TypeError: if the class does not derive from the registry's base class.
         """
         if not isinstance(name, str) or not name:
@@ -63,17 +77,80 @@ class Registry(Generic[T]):
                     f"{self.base.__name__}, got {cls!r}"
                 )
             existing = self._classes.get(name)
-            if existing is not None and existing is not cls and not overwrite:
-                raise ValueError(
-                    f"{self.kind} {name!r} is already registered (by {_qualname(existing)}); "
-                    f"pass overwrite=True to replace it"
-                )
+            if existing is not None and existing is not cls:
+                if _is_builtin(existing):
+                    raise ValueError(
+                        f"{self.kind} {name!r} is a built-in name (registered by "
+                        f"{_qualname(existing)}) and cannot be replaced; register "
+                        f"{_qualname(cls)} under another name"
+                    )
+                if not overwrite:
+                    raise ValueError(
+                        f"{self.kind} {name!r} is already registered (by {_qualname(existing)}); "
+                        f"pass overwrite=True to replace it"
+                    )
+                self._forget(name, existing)
             self._classes[name] = cls  # type: ignore[assignment]
-            if "registered_name" not in cls.__dict__:
+            if cls.__dict__.get("registered_name") is None:
                 cls.registered_name = name  # type: ignore[attr-defined]
             return cls  # type: ignore[return-value]
 
         return decorator
+
+    def unregister(self, name: str) -> type[T]:
+        """Remove ``name`` and return the class it named (a plug-in's or a test's own name).
+
+        Raises:
+            UnknownNameError: no such name.
+            ValueError: ``name`` is a built-in name.
+        """
+        cls = self.get(name)
+        if _is_builtin(cls):
+            raise ValueError(f"{self.kind} {name!r} is a built-in name and cannot be unregistered")
+        del self._classes[name]
+        self._forget(name, cls)
+        return cls
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator[Registry[T]]:
+        """A ``with`` block whose registrations (and removals) are undone when it ends.
+
+        Plug-ins are loaded on entry, so that the names they register outlive the block. Use it
+        in tests and notebooks that register throw-away classes::
+
+            with pyvae.MODELS.scoped():
+                pyvae.register_model("mine")(Mine)
+                ...
+            # "mine" is gone here, and Mine.registered_name is None again
+        """
+        self._load_plugins()
+        saved = self._snapshot()
+        try:
+            yield self
+        finally:
+            self._restore(saved)
+
+    def _snapshot(self) -> tuple[dict[str, type[T]], dict[type, str | None], bool]:
+        names = {cls: cls.__dict__.get("registered_name") for cls in self._classes.values()}
+        return dict(self._classes), names, self._plugins_loaded
+
+    def _restore(self, saved: tuple[dict[str, type[T]], dict[type, str | None], bool]) -> None:
+        classes, names, loaded = saved
+        for cls in set(self._classes.values()) - set(classes.values()):
+            if cls.__dict__.get("registered_name") in self._classes:
+                cls.registered_name = None  # type: ignore[attr-defined]
+        for cls, name in names.items():
+            cls.registered_name = name  # type: ignore[attr-defined]
+        self._classes.clear()
+        self._classes.update(classes)
+        self._plugins_loaded = loaded
+
+    def _forget(self, name: str, cls: type) -> None:
+        """``cls`` no longer answers to ``name``: its registered name moves to another name it
+        still has here, or becomes None."""
+        if cls.__dict__.get("registered_name") == name:
+            others = [n for n, c in self._classes.items() if c is cls and n != name]
+            cls.registered_name = others[0] if others else None  # type: ignore[attr-defined]
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Registered names, sorted, optionally filtered by an fnmatch wildcard (``"c*"``)."""
@@ -83,7 +160,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
-        return name in self._classes
+        return isinstance(name, str) and name in self._classes
 
     def get(self, name: str) -> type[T]:
         """The class registered under ``name``; an :class:`UnknownNameError` names close matches."""
@@ -138,12 +215,20 @@ class Registry(Generic[T]):
             return
         self._plugins_loaded = True
         for ep in entry_points(group=self.group):
+            # a plug-in may register in any registry: snapshot them all, to roll back a failure
+            saved = [(registry, registry._snapshot()) for registry in list(_REGISTRIES)]
             try:
                 ep.load()  # importing the plug-in registers its classes
-            except Exception as exc:  # a broken plug-in must never break pyvae
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a broken plug-in never breaks pyvae
+                for registry, snapshot in saved:
+                    registry._restore(snapshot)
+                self._plugins_loaded = True
                 warnings.warn(
                     f"pyvae: could not load {self.kind} plug-in {ep.name!r} ({ep.value}) from "
-                    f"entry-point group {self.group!r}: {type(exc).__name__}: {exc}",
+                    f"entry-point group {self.group!r}: {type(exc).__name__}: {exc}; it was "
+                    f"skipped and whatever it registered was removed",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -152,6 +237,15 @@ class Registry(Generic[T]):
         """Look at the entry-point group again (after installing a plug-in at run time)."""
         self._plugins_loaded = False
         self._load_plugins()
+
+
+_REGISTRIES: weakref.WeakSet[Registry[Any]] = weakref.WeakSet()
+
+
+def _is_builtin(cls: type) -> bool:
+    """A class defined in pyvae itself (its built-in names are protected)."""
+    module = getattr(cls, "__module__", "") or ""
+    return module == "pyvae" or module.startswith("pyvae.")
 
 
 def _qualname(cls: type) -> str:
