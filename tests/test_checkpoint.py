@@ -23,12 +23,29 @@ def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 CONFIGS = [
-    {"name": "conv", "input_shape": [1, 8, 8], "latent_dim": 3, "channels": [4, 8],
-     "hidden_dim": 16, "batch_norm": True},
-    {"name": "mlp", "input_shape": [20], "latent_dim": 2, "hidden_dims": [8],
-     "likelihood": "gaussian"},
-    {"name": "denoising", "backbone": "mlp", "input_shape": [1, 8, 8], "latent_dim": 2,
-     "hidden_dims": [8], "corruption": {"name": "masking", "p": 0.3}},
+    {
+        "name": "conv",
+        "input_shape": [1, 8, 8],
+        "latent_dim": 3,
+        "channels": [4, 8],
+        "hidden_dim": 16,
+        "batch_norm": True,
+    },
+    {
+        "name": "mlp",
+        "input_shape": [20],
+        "latent_dim": 2,
+        "hidden_dims": [8],
+        "likelihood": "gaussian",
+    },
+    {
+        "name": "denoising",
+        "backbone": "mlp",
+        "input_shape": [1, 8, 8],
+        "latent_dim": 2,
+        "hidden_dims": [8],
+        "corruption": {"name": "masking", "p": 0.3},
+    },
 ]
 
 
@@ -88,8 +105,11 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 def test_truncated_file(tmp_path: Path, keep: float) -> None:
     model = pyvae.build("mlp", input_shape=[6], latent_dim=2, hidden_dims=[5])
     good = model.save(tmp_path / "good.safetensors").read_bytes()
-    n = int(len(good) * keep) if isinstance(keep, float) else (len(good) + keep if keep < 0
-                                                               else keep)
+    n = (
+        int(len(good) * keep)
+        if isinstance(keep, float)
+        else (len(good) + keep if keep < 0 else keep)
+    )
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(good[:n])
     with pytest.raises(CheckpointError, match=r"bad\.safetensors: not a readable safetensors"):
@@ -107,8 +127,13 @@ def test_not_a_pyvae_checkpoint(tmp_path: Path) -> None:
 
 
 def _header(config: dict) -> dict[str, str]:
-    return {"format": "pyvae-checkpoint", "format_version": "1", "pyvae_version": "0.1.0",
-            "config": json.dumps(config), "metadata": "{}"}
+    return {
+        "format": "pyvae-checkpoint",
+        "format_version": "1",
+        "pyvae_version": "0.1.0",
+        "config": json.dumps(config),
+        "metadata": "{}",
+    }
 
 
 def test_mismatched_weights_name_the_tensors(tmp_path: Path) -> None:
@@ -122,8 +147,9 @@ def test_mismatched_weights_name_the_tensors(tmp_path: Path) -> None:
     tensors.pop("head.linear.bias")
     tensors["extra.weight"] = torch.zeros(1)
     save_file(tensors, tmp_path / "keys.safetensors", metadata=_header(small.config))
-    with pytest.raises(CheckpointError, match="missing tensors: head.linear.bias; unexpected "
-                                              "tensors: extra.weight"):
+    with pytest.raises(
+        CheckpointError, match="missing tensors: head.linear.bias; unexpected tensors: extra.weight"
+    ):
         pyvae.load(tmp_path / "keys.safetensors")
 
 
@@ -152,3 +178,204 @@ def test_save_rejects_unserialisable_metadata(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="JSON-serialisable"):
         model.save(tmp_path / "m.safetensors", metadata={"x": object()})
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
+
+
+# -- hostile and damaged files ------------------------------------------------------------------
+
+
+def _tiny() -> pyvae.BaseVAE:
+    return pyvae.build("mlp", input_shape=[6], latent_dim=2, hidden_dims=[5])
+
+
+def _write(
+    path: Path, tensors: dict[str, torch.Tensor], model_config: dict, /, **header: str
+) -> Path:
+    save_file(tensors, path, metadata={**_header(model_config), **header})
+    return path
+
+
+def test_huge_config_is_refused_before_allocating(tmp_path: Path) -> None:
+    """The numbers in the config are checked against the stored tensors on the meta device;
+    (the peak memory is measured in a child process in test_reliability.py)."""
+    model = _tiny()
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    for change in ({"latent_dim": 10**7}, {"hidden_dims": [3 * 10**6]}, {"latent_dim": 10**18}):
+        path = _write(tmp_path / "big.st", tensors, {**model.config, **change})
+        with pytest.raises(CheckpointError, match="(wrong shapes|does not build a model)"):
+            pyvae.load(path)
+
+
+def test_deeply_nested_json_is_refused(tmp_path: Path) -> None:
+    tensors = {k: v.clone() for k, v in _tiny().state_dict().items()}
+    deep = '{"name": "mlp", "x": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    path = _write(tmp_path / "d.st", tensors, _tiny().config, config=deep)
+    with pytest.raises(CheckpointError, match="nests 50001 levels deep"):
+        pyvae.load(path)
+    with pytest.raises(CheckpointError, match="nests 50001 levels deep"):
+        read_info(path)
+    # brackets inside strings do not count
+    text = json.dumps({**_tiny().config, "note": "[[[[" * 100})
+    path = _write(tmp_path / "s.st", tensors, _tiny().config, metadata=text)
+    assert read_info(path).metadata["note"] == "[[[[" * 100
+    nested = '{"a": ' * 40 + "1" + "}" * 40
+    path = _write(tmp_path / "m.st", tensors, _tiny().config, metadata=nested)
+    with pytest.raises(CheckpointError, match="metadata in the checkpoint header nests 40"):
+        read_info(path)
+
+
+def test_config_much_larger_than_its_weights_is_refused(tmp_path: Path) -> None:
+    model = _tiny()
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    path = _write(tmp_path / "c.st", tensors, {**model.config, "hidden_dims": [1] * 5000})
+    with pytest.raises(CheckpointError, match="holds 5008 JSON values for 8 tensors"):
+        pyvae.load(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path: Path, bad: float) -> None:
+    model = _tiny()
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    tensors["head.linear.weight"][1, 2] = bad
+    path = _write(tmp_path / "n.st", tensors, model.config)
+    with pytest.raises(CheckpointError, match=r"'head.linear.weight' holds non-finite.*of 20\)"):
+        pyvae.load(path)
+    loaded = pyvae.load(path, allow_non_finite=True)  # the debugging opt-out
+    assert torch.equal(loaded.head.linear.weight.isnan(), tensors["head.linear.weight"].isnan())
+    with pytest.raises(TypeError, match="allow_non_finite: expected a bool"):
+        pyvae.load(path, allow_non_finite="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_weights_are_refused(tmp_path: Path, dtype: torch.dtype) -> None:
+    model = _tiny()
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    tensors["head.linear.bias"] = tensors["head.linear.bias"].to(dtype)
+    path = _write(tmp_path / "i.st", tensors, model.config)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"head.linear.bias: expected a floating-point "
+        rf"tensor, got {dtype}",
+    ):
+        pyvae.load(path)
+
+
+def test_batch_norm_counter_keeps_its_dtype(tmp_path: Path) -> None:
+    model = pyvae.build(CONFIGS[0])
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    name = next(k for k in tensors if k.endswith("num_batches_tracked"))
+    tensors[name] = tensors[name].float()
+    path = _write(tmp_path / "bn.st", tensors, model.config)
+    with pytest.raises(CheckpointError, match=rf"{name}: expected torch.int64, got torch.float32"):
+        pyvae.load(path)
+
+
+def test_float_casts_are_plain_casts(tmp_path: Path) -> None:
+    model = _tiny()
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        tensors = {k: v.to(dtype) for k, v in model.state_dict().items()}
+        loaded = pyvae.load(_write(tmp_path / "f.st", tensors, model.config))
+        assert all(p.dtype == dtype for p in loaded.parameters())
+        for k, v in loaded.state_dict().items():
+            assert torch.equal(v, tensors[k]), k
+    # mixed float dtypes: the model keeps its default dtype, each tensor is cast into it
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    tensors["head.linear.bias"] = tensors["head.linear.bias"].half()
+    loaded = pyvae.load(_write(tmp_path / "mix.st", tensors, model.config))
+    assert loaded.head.linear.bias.dtype == torch.float32
+    assert torch.equal(loaded.head.linear.bias, tensors["head.linear.bias"].float())
+
+
+def test_unknown_tensor_dtype_is_refused(tmp_path: Path) -> None:
+    model = _tiny()
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    tensors["head.linear.bias"] = tensors["head.linear.bias"].to(torch.float8_e4m3fn)
+    path = _write(tmp_path / "f8.st", tensors, model.config)
+    with pytest.raises(CheckpointError, match="'head.linear.bias' has the dtype F8_E4M3"):
+        pyvae.load(path)
+
+
+@pytest.mark.parametrize(
+    ("location", "error", "pattern"),
+    [
+        ("bogus", ValueError, "map_location: expected a device such as 'cpu'.*'bogus'"),
+        ("meta", ValueError, "map_location: 'meta' holds no values"),
+        (3.5, TypeError, "map_location: expected a device such as 'cpu' or 'cuda:0', got float"),
+        (True, TypeError, "map_location: expected a device"),
+    ],
+)
+def test_bad_map_location(tmp_path: Path, location: object, error: type, pattern: str) -> None:
+    path = _tiny().save(tmp_path / "m.safetensors")
+    with pytest.raises(error, match=pattern):
+        pyvae.load(path, map_location=location)  # type: ignore[arg-type]
+
+
+def test_unavailable_device_is_a_clear_error(tmp_path: Path) -> None:
+    path = _tiny().save(tmp_path / "m.safetensors")
+    if torch.cuda.is_available():
+        assert next(pyvae.load(path, map_location="cuda").parameters()).is_cuda
+    else:
+        with pytest.raises(ValueError, match="map_location: the device 'cuda' is not usable"):
+            pyvae.load(path, map_location="cuda")
+
+
+# -- saving -------------------------------------------------------------------------------------
+
+
+def test_save_into_an_existing_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match=r"is a folder; give a file name, e\.g\. .*model"):
+        _tiny().save(tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error", "pattern"),
+    [
+        ({"loss": float("nan")}, ValueError, r"metadata\['loss'\] is nan; JSON has no NaN"),
+        ({"m": {"x": [1, float("inf")]}}, ValueError, r"metadata\['m'\]\['x'\]\[1\] is inf"),
+        ({1: 2}, TypeError, "metadata has the key 1 of type int; JSON keys are strings"),
+        ({"t": torch.zeros(1)}, TypeError, r"metadata\['t'\] is a Tensor, which is not JSON"),
+        ([("a", 1)], TypeError, "metadata: expected a mapping"),
+    ],
+)
+def test_save_refuses_non_standard_json(
+    tmp_path: Path, metadata: object, error: type, pattern: str
+) -> None:
+    with pytest.raises(error, match=pattern):
+        _tiny().save(tmp_path / "m.safetensors", metadata=metadata)  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_refuses_nesting_that_load_would_refuse(tmp_path: Path) -> None:
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+        _tiny().save(tmp_path / "m.safetensors", metadata={"deep": deep})
+
+
+def test_unregistered_subclass_is_refused_at_save(tmp_path: Path) -> None:
+    class Mine(pyvae.MLPVAE):
+        def encode(self, x: torch.Tensor):  # type: ignore[no-untyped-def]
+            return super().encode(x)
+
+    model = Mine(input_shape=(6,), latent_dim=2, hidden_dims=(5,))
+    with pytest.raises(
+        ValueError,
+        match=r"Mine is not registered under its own name \(it "
+        r"derives from MLPVAE, registered as 'mlp'.*register_m",
+    ):
+        model.save(tmp_path / "m.safetensors")
+    with pyvae.MODELS.scoped():
+        pyvae.register_model("mine-test")(Mine)
+        path = model.save(tmp_path / "m.safetensors")
+        assert read_info(path).config["name"] == "mine-test"
+        assert type(pyvae.load(path)) is Mine
+
+
+def test_unregistered_component_is_refused_at_save(tmp_path: Path) -> None:
+    class MyPrior(pyvae.StandardNormalPrior):
+        pass
+
+    model = pyvae.build("mlp", input_shape=[6], latent_dim=2, hidden_dims=[5], prior=MyPrior())
+    with pytest.raises(ValueError, match=r"config\['prior'\] is a .*MyPrior, a class that is not"):
+        model.save(tmp_path / "m.safetensors")
