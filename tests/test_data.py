@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import struct
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +103,109 @@ def test_digits_without_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(ImportError, match=r"needs scikit-learn: pip install 'pyvae\[viz\]'"):
         load_digits()
+
+
+# -- hostile and odd files ----------------------------------------------------------------------
+
+
+def _idx(dtype_code: int, shape: tuple[int, ...], data: bytes) -> bytes:
+    return bytes([0, 0, dtype_code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + data
+
+
+def test_gz_header_is_checked_before_decompressing(tmp_path: Path) -> None:
+    """A bad magic number or a size lie is found after reading what the header declares (the
+    peak memory is measured in a child process in test_reliability.py)."""
+    bomb = tmp_path / "bomb.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(b"\x01\x02\x03\x04" + b"\0" * (1 << 20))
+    with pytest.raises(ValueError, match="not an IDX file .bad magic number 01020304"):
+        read_idx(bomb)
+    lie = tmp_path / "lie.gz"
+    with gzip.open(lie, "wb") as f:
+        f.write(_idx(0x08, (2, 3), bytes(6)) + b"\0" * 1000)
+    with pytest.raises(ValueError, match=r"expected 18 bytes \(decompressed\).*\(2, 3\), got more"):
+        read_idx(lie)
+    short = tmp_path / "short.gz"
+    with gzip.open(short, "wb") as f:
+        f.write(_idx(0x08, (2, 3), bytes(4)))
+    with pytest.raises(ValueError, match=r"expected 18 bytes .*got 16"):
+        read_idx(short)
+    with gzip.open(short, "wb") as f:
+        f.write(bytes([0, 0, 8, 3, 0, 0]))
+    with pytest.raises(ValueError, match=r"truncated IDX header \(6 bytes, expected 16\)"):
+        read_idx(short)
+
+
+def test_declared_size_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "huge"
+    path.write_bytes(_idx(0x0E, (2**31, 2**31, 2**31), b""))
+    with pytest.raises(ValueError, match=r"declares an array of shape .* more than max_bytes"):
+        read_idx(path)
+    path.write_bytes(_idx(0x08, (10, 10), bytes(100)))
+    assert read_idx(path, max_bytes=100).shape == (10, 10)
+    with pytest.raises(ValueError, match="more than max_bytes=99"):
+        read_idx(path, max_bytes=99)
+    with pytest.raises(ValueError, match="max_bytes: expected a positive integer"):
+        read_idx(path, max_bytes=0)
+
+
+def test_float_idx_keeps_its_values(tmp_path: Path) -> None:
+    values = np.array([[[0.0, 0.25], [0.5, 1.0]]] * 3, dtype=">f4")
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(0x0D, values.shape, values.tobytes()))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(0x08, (3,), bytes([1, 2, 3])))
+    raw = read_idx(tmp_path / "t10k-images-idx3-ubyte")
+    assert raw.dtype == torch.float32 and torch.equal(raw, torch.from_numpy(values.astype("f4")))
+    data = read_mnist_folder(tmp_path, eval_size=1)
+    assert torch.equal(data.train.images[0, 0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+    # out of [0, 1]: refused, not divided by 255
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(
+        _idx(0x0D, values.shape, (values * 255).astype(">f4").tobytes())
+    )
+    with pytest.raises(ValueError, match=r"float pixels must lie in \[0, 1\].*\[0.0, 255.0\]"):
+        read_mnist_folder(tmp_path, eval_size=1)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(0x0C, (3, 2, 2), bytes(48)))
+    with pytest.raises(ValueError, match="expected uint8 pixels .* got torch.int32"):
+        read_mnist_folder(tmp_path, eval_size=1)
+
+
+def test_labels_must_be_integers(tmp_path: Path) -> None:
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(0x08, (2, 2, 2), bytes(8)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(
+        _idx(0x0D, (2,), np.array([1.5, 2], dtype=">f4").tobytes())
+    )
+    with pytest.raises(ValueError, match="expected non-negative integer class labels"):
+        read_mnist_folder(tmp_path, eval_size=1)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(0x09, (2,), bytes([0, 255])))
+    with pytest.raises(ValueError, match="non-negative integer class labels, got torch.int8"):
+        read_mnist_folder(tmp_path, eval_size=1)
+
+
+@pytest.mark.parametrize(
+    ("n", "eval_size", "expected"),
+    [(10, None, 2), (3, None, 1), (2, None, 1), (500, 0.5, 250), (500, 7, 7), (10000, None, 2000)],
+)
+def test_small_test_set_folders_can_be_split(
+    tmp_path: Path, n: int, eval_size: float | None, expected: int
+) -> None:
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(0x08, (n, 2, 2), bytes(4 * n)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(0x08, (n,), bytes(n)))
+    data = load_dataset("mnist", root=tmp_path, eval_size=eval_size)
+    assert (len(data.train), len(data.eval)) == (n - expected, expected)
+
+
+@pytest.mark.parametrize(
+    ("n", "eval_size", "pattern"),
+    [
+        (1, None, "cannot be split"),
+        (10, 10, "expected between 1 and 9 for 10 test images, got 10"),
+        (10, 0, "expected between 1 and 9"),
+        (10, 1.0, r"expected a fraction in \(0, 1\)"),
+        (10, True, "expected a number of images or a fraction"),
+        (10, "2", "expected a number of images or a fraction"),
+    ],
+)
+def test_bad_eval_size(tmp_path: Path, n: int, eval_size: object, pattern: str) -> None:
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(0x08, (n, 2, 2), bytes(4 * n)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(0x08, (n,), bytes(n)))
+    with pytest.raises(ValueError, match=pattern):
+        read_mnist_folder(tmp_path, eval_size=eval_size)  # type: ignore[arg-type]

@@ -16,10 +16,13 @@ torchvision).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -67,37 +70,93 @@ FASHION_CLASSES: tuple[str, ...] = (
 )
 
 
-def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an IDX file (the MNIST format; ``.gz`` is decompressed) into a tensor.
+#: The largest IDX array :func:`read_idx` reads unless told otherwise (1 GiB; MNIST's training
+#: images are 47 MB). The declared size is checked against it before anything is read.
+IDX_MAX_BYTES = 2**30
+_CHUNK = 1 << 20
+
+
+def read_idx(path: str | os.PathLike[str], *, max_bytes: int = IDX_MAX_BYTES) -> torch.Tensor:
+    """Read an IDX file (the MNIST format; ``.gz`` is decompressed as it is read) into a tensor.
+
+    The header (magic number, element type, shape) is checked first, and no more data than it
+    declares is read or decompressed: a file can make this function allocate at most the size
+    its header declares (and at most ``max_bytes``), never more than the data it really holds.
+
+    Args:
+        path: an IDX file, optionally gzip-compressed (``.gz``).
+        max_bytes: refuse arrays whose declared size exceeds this many bytes.
 
     Returns:
-        A tensor of the file's shape and element type, e.g. (10000, 28, 28) ``uint8`` pixels for
-        MNIST's test images and (10000,) ``uint8`` labels.
+        A tensor of the file's shape and element type (values kept as stored; big-endian types
+        converted to native), e.g. (10000, 28, 28) ``uint8`` pixels for MNIST's test images,
+        (10000,) ``uint8`` labels, ``float32``/``float64`` for float IDX files.
 
     Raises:
-        ValueError: if the file is truncated or not an IDX file.
+        ValueError: if the file is truncated, has trailing bytes, is not an IDX file, or declares
+            more than ``max_bytes``.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(f"max_bytes: expected a positive integer, got {max_bytes!r}")
+    compressed = path.suffix == ".gz"
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as f:
+            return _read_idx_stream(path, f, compressed, max_bytes)
+    except (OSError, EOFError, zlib.error) as exc:
+        if compressed and not isinstance(exc, FileNotFoundError):
             raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, expected {header})")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
+        raise
+
+
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, fewer only at the end of the stream; read in chunks, so that memory
+    follows what the stream really holds, not n."""
+    parts, left = [], n
+    while left > 0:
+        part = f.read(min(left, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _read_idx_stream(path: Path, f: BinaryIO, compressed: bool, max_bytes: int) -> torch.Tensor:
+    magic = _read_exactly(f, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {magic.hex()})")
+    dtype = np.dtype(_IDX_DTYPES[magic[2]])
+    ndim = magic[3]
+    dims = _read_exactly(f, 4 * ndim)
+    if len(dims) < 4 * ndim:
         raise ValueError(
-            f"{path}: expected {expected} bytes for an IDX array of shape {shape}, got {len(raw)}"
+            f"{path}: truncated IDX header ({4 + len(dims)} bytes, expected {4 + 4 * ndim})"
         )
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    shape = struct.unpack(f">{ndim}I", dims)
+    header = 4 + 4 * ndim
+    n_bytes = math.prod(shape) * dtype.itemsize
+    if n_bytes > max_bytes:
+        raise ValueError(
+            f"{path}: the IDX header declares an array of shape {shape} ({n_bytes} bytes), more "
+            f"than max_bytes={max_bytes}; pass a larger max_bytes if the file is genuine"
+        )
+    if not compressed:
+        size = os.fstat(f.fileno()).st_size
+        if size != header + n_bytes:
+            raise ValueError(
+                f"{path}: expected {header + n_bytes} bytes for an IDX array of shape {shape}, "
+                f"got {size}"
+            )
+    data = _read_exactly(f, n_bytes)
+    if len(data) != n_bytes or _read_exactly(f, 1):
+        got = f"{header + len(data)}" if len(data) < n_bytes else "more"
+        raise ValueError(
+            f"{path}: expected {header + n_bytes} bytes (decompressed) for an IDX array of shape "
+            f"{shape}, got {got}"
+        )
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
 
 
@@ -201,6 +260,9 @@ def _import_sklearn_datasets():  # type: ignore[no-untyped-def]
     return datasets
 
 
+#: The share of a test-set-only folder that evaluates by default (2,000 of MNIST's 10,000).
+DEFAULT_EVAL_FRACTION = 0.2
+
 _SUBDIRS = {"mnist": ("", "MNIST/raw", "raw"), "fashion-mnist": ("", "FashionMNIST/raw", "raw")}
 
 
@@ -217,7 +279,7 @@ def read_mnist_folder(
     root: str | os.PathLike[str],
     *,
     name: str = "mnist",
-    eval_size: int = 2000,
+    eval_size: int | float | None = None,
 ) -> DataSplits:
     """MNIST-format IDX files from a local folder (no download).
 
@@ -226,13 +288,17 @@ def read_mnist_folder(
     ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``,
     each optionally ``.gz``. With the training files, the training set trains and the test set
     evaluates. With only the test-set files, the test set is split: its first
-    ``N - eval_size`` images train and the last ``eval_size`` evaluate (for the official 10,000:
-    0-7999 and 8000-9999).
+    ``N - eval_size`` images train and the last ``eval_size`` evaluate (by default a fifth: for
+    the official 10,000, 0-7999 and 8000-9999).
+
+    Pixels stored as ``uint8`` are divided by 255; float IDX files keep their values, which must
+    lie in [0, 1]. Labels must be non-negative integers.
 
     Args:
         root: the folder.
         name: ``"mnist"`` or ``"fashion-mnist"`` (class names and where to look).
-        eval_size: evaluation images taken from a test-set-only folder.
+        eval_size: for a test-set-only folder, the number of evaluation images (an int) or
+            their share (a float in (0, 1)); None: :data:`DEFAULT_EVAL_FRACTION` (0.2).
 
     Raises:
         FileNotFoundError: if the test-set files are not there (the message lists where it looked).
@@ -270,12 +336,7 @@ def read_mnist_folder(
             classes,
             note=f"{name} from {root}: {len(train)} training images, {len(test)} test images",
         )
-    if not 0 < eval_size < len(test):
-        raise ValueError(
-            f"eval_size: expected between 1 and {len(test) - 1} for {len(test)} test images, "
-            f"got {eval_size}"
-        )
-    n_train = len(test) - eval_size
+    n_train = len(test) - _eval_count(eval_size, len(test))
     return DataSplits(
         name,
         ImageSet(test.images[:n_train], test.labels[:n_train]),
@@ -297,7 +358,60 @@ def _read_pair(images_path: Path | None, labels_path: Path | None) -> ImageSet:
             f"{images_path} and {labels_path}: expected images (N, H, W) and labels (N,), got "
             f"{tuple(images.shape)} and {tuple(labels.shape)}"
         )
-    return ImageSet(images.unsqueeze(1).float() / 255.0, labels.long())
+    return ImageSet(_pixels(images_path, images), _labels(labels_path, labels))
+
+
+def _pixels(path: Path, images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels divided by 255; float pixels kept as they are (they must lie in [0, 1])."""
+    if images.dtype == torch.uint8:
+        return images.unsqueeze(1).float() / 255.0
+    if images.is_floating_point():
+        pixels = images.unsqueeze(1).float()
+        if pixels.numel() and not (
+            bool(torch.isfinite(pixels).all())
+            and 0 <= float(pixels.min()) <= float(pixels.max()) <= 1
+        ):
+            raise ValueError(
+                f"{path}: float pixels must lie in [0, 1] (they are kept as stored, not divided "
+                f"by 255), got values in [{float(pixels.min())}, {float(pixels.max())}]"
+            )
+        return pixels
+    raise ValueError(
+        f"{path}: expected uint8 pixels (0-255) or float pixels in [0, 1], got {images.dtype}"
+    )
+
+
+def _labels(path: Path, labels: torch.Tensor) -> torch.Tensor:
+    if labels.is_floating_point() or (labels.numel() and int(labels.min()) < 0):
+        raise ValueError(
+            f"{path}: expected non-negative integer class labels, got {labels.dtype} values"
+            + (f" from {labels.min().item()}" if labels.numel() else "")
+        )
+    return labels.long()
+
+
+def _eval_count(eval_size: int | float | None, n: int) -> int:
+    """How many of ``n`` test images evaluate, from an ``eval_size`` count or fraction."""
+    if eval_size is None:
+        eval_size = DEFAULT_EVAL_FRACTION
+    if isinstance(eval_size, bool) or not isinstance(eval_size, (int, float)):
+        raise ValueError(
+            f"eval_size: expected a number of images or a fraction in (0, 1), got {eval_size!r}"
+        )
+    if isinstance(eval_size, float):
+        if not 0 < eval_size < 1:
+            raise ValueError(f"eval_size: expected a fraction in (0, 1), got {eval_size!r}")
+        if n < 2:
+            raise ValueError(
+                f"eval_size: {n} test image(s) cannot be split into a training and an "
+                f"evaluation part; the folder needs at least 2"
+            )
+        return min(n - 1, max(1, round(n * eval_size)))
+    if not 0 < eval_size < n:
+        raise ValueError(
+            f"eval_size: expected between 1 and {n - 1} for {n} test images, got {eval_size}"
+        )
+    return eval_size
 
 
 def load_mnist(
@@ -305,7 +419,7 @@ def load_mnist(
     *,
     name: str = "mnist",
     download: bool = False,
-    eval_size: int = 2000,
+    eval_size: int | float | None = None,
 ) -> DataSplits:
     """MNIST or FashionMNIST, from local files or downloaded with torchvision.
 
@@ -349,6 +463,7 @@ def load_dataset(
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
     seed: int = 0,
+    eval_size: int | float | None = None,
 ) -> DataSplits:
     """Load a data set by name: ``"digits"``, ``"mnist"`` or ``"fashion-mnist"``.
 
@@ -357,15 +472,24 @@ def load_dataset(
         root: the data folder for MNIST/FashionMNIST (default ``"data"``); ignored for digits.
         download: allow torchvision to download MNIST/FashionMNIST.
         seed: the seed of the digits' train/eval split.
+        eval_size: MNIST/FashionMNIST from a test-set-only folder: evaluation images, a count or
+            a fraction (see :func:`read_mnist_folder`); digits: the fraction held out (default
+            0.2).
 
     Raises:
         ValueError: unknown name.
         FileNotFoundError: MNIST files missing and ``download`` is False.
     """
     if name == "digits":
-        return load_digits(seed=seed)
+        if eval_size is not None and not isinstance(eval_size, float):
+            raise ValueError(
+                f"eval_size: the digits split takes a fraction in (0, 1), got {eval_size!r}"
+            )
+        return load_digits(seed=seed, eval_fraction=0.2 if eval_size is None else eval_size)
     if name in ("mnist", "fashion-mnist"):
-        return load_mnist("data" if root is None else root, name=name, download=download)
+        return load_mnist(
+            "data" if root is None else root, name=name, download=download, eval_size=eval_size
+        )
     raise ValueError(f"data set: expected one of {', '.join(DATASETS)}, got {name!r}")
 
 
