@@ -1,0 +1,265 @@
+"""Reliability under hostile and careless use: configs x inputs x checkpoint damage.
+
+Hypothesis drives the damage (the fixed "ci" profile of conftest.py keeps it fast and
+deterministic); the memory bounds are measured in child processes (their peak resident size), so
+that one test's allocations do not hide another's.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from safetensors.torch import save_file
+from tiny import tiny_model
+
+import pyvae
+from pyvae.checkpoint import CheckpointError, read_info
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT_MODELS = [
+    ("mlp", "gaussian", "normal"),
+    ("conv", "bernoulli", "vamp"),
+    ("denoising", "bernoulli", "mog"),
+]
+
+
+@functools.cache
+def _saved(index: int) -> tuple[bytes, dict[str, Any], dict[str, torch.Tensor]]:
+    """A tiny model's checkpoint bytes, config and state (built once per session)."""
+    name, likelihood, prior = CHECKPOINT_MODELS[index]
+    torch.manual_seed(index)
+    model = tiny_model(name, likelihood, prior, latent_dim=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = model.save(Path(tmp) / "m.safetensors", metadata={"epochs": 1})
+        data = path.read_bytes()
+    return data, model.config, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _header_end(data: bytes) -> int:
+    return 8 + struct.unpack("<Q", data[:8])[0]
+
+
+def _load_or_refuse(data: bytes) -> pyvae.BaseVAE | None:
+    """Load the bytes as a checkpoint: a model, or a CheckpointError (None); nothing else."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.safetensors"
+        path.write_bytes(data)
+        try:
+            info = read_info(path)
+        except CheckpointError:
+            info = None
+        try:
+            model = pyvae.load(path)
+        except CheckpointError:
+            return None
+    assert info is not None  # what loads can be inspected
+    assert isinstance(model, pyvae.BaseVAE) and not model.training
+    for name, t in model.state_dict().items():
+        assert not t.is_floating_point() or bool(torch.isfinite(t).all()), name
+    return model
+
+
+model_index = st.integers(0, len(CHECKPOINT_MODELS) - 1)
+
+
+@given(model_index, st.data())
+def test_truncated_anywhere(index: int, data: st.DataObject) -> None:
+    good = _saved(index)[0]
+    cut = data.draw(st.integers(0, len(good) - 1), label="cut")
+    assert _load_or_refuse(good[:cut]) is None
+
+
+@given(model_index, st.data())
+def test_bytes_flipped_in_the_header(index: int, data: st.DataObject) -> None:
+    good = bytearray(_saved(index)[0])
+    end = _header_end(good)
+    for _ in range(data.draw(st.integers(1, 3), label="flips")):
+        at = data.draw(st.integers(0, end - 1), label="at")
+        good[at] = data.draw(st.integers(0, 255), label="byte")
+    _load_or_refuse(bytes(good))
+
+
+@given(model_index, st.data())
+def test_bytes_flipped_in_the_weights(index: int, data: st.DataObject) -> None:
+    """Without a checksum a flipped weight may load; a non-finite one never does."""
+    good = bytearray(_saved(index)[0])
+    start = _header_end(good)
+    at = data.draw(st.integers(start, len(good) - 1), label="at")
+    good[at] = data.draw(st.integers(0, 255), label="byte")
+    _load_or_refuse(bytes(good))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+config_values = (
+    st.integers(-(2**70), 2**70)
+    | st.sampled_from([0, -1, 10**7, 10**18, 2**63, True, False, None, 1.5, float("1e300")])
+    | st.lists(st.integers(-5, 10**7), max_size=4)
+    | st.text(max_size=10)
+    | json_values
+)
+
+
+@given(model_index, st.data())
+def test_config_values_changed(index: int, data: st.DataObject) -> None:
+    raw, config, tensors = _saved(index)
+    key = data.draw(st.sampled_from(sorted(config)), label="key")
+    value = data.draw(config_values, label="value")
+    changed = {**config, key: value}
+    header = dict(json.loads(raw[8 : _header_end(raw)])["__metadata__"])
+    header["config"] = json.dumps(changed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.safetensors"
+        save_file(tensors, path, metadata=header)
+        model = _load_or_refuse(path.read_bytes())
+    if model is not None:  # only a value that builds the same tensors loads
+        assert list(model.state_dict()) == list(tensors)
+
+
+@given(model_index, json_values, json_values)
+def test_any_json_in_the_header(index: int, config: Any, metadata: Any) -> None:
+    raw, _, tensors = _saved(index)
+    header = dict(json.loads(raw[8 : _header_end(raw)])["__metadata__"])
+    header["config"] = json.dumps(config)
+    header["metadata"] = json.dumps(metadata)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.safetensors"
+        save_file(tensors, path, metadata=header)
+        assert _load_or_refuse(path.read_bytes()) is None or isinstance(config, dict)
+
+
+tensor_dtypes = st.sampled_from(
+    [
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.int64,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    ]
+)
+
+
+@given(model_index, st.data())
+def test_tensors_replaced(index: int, data: st.DataObject) -> None:
+    raw, _, tensors = _saved(index)
+    tensors = dict(tensors)
+    name = data.draw(st.sampled_from(sorted(tensors)), label="tensor")
+    shape = data.draw(
+        st.just(tuple(tensors[name].shape)) | st.lists(st.integers(0, 5), max_size=3).map(tuple),
+        label="shape",
+    )
+    dtype = data.draw(tensor_dtypes, label="dtype")
+    fill = data.draw(st.sampled_from([0.5, float("nan"), float("inf"), 1e30]), label="fill")
+    tensors[name] = (
+        torch.full(shape, fill).to(dtype)
+        if dtype.is_floating_point
+        else torch.zeros(shape, dtype=dtype)
+    )
+    if data.draw(st.booleans(), label="drop another"):
+        tensors.pop(data.draw(st.sampled_from(sorted(tensors)), label="dropped"))
+    header = dict(json.loads(raw[8 : _header_end(raw)])["__metadata__"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.safetensors"
+        save_file(tensors, path, metadata=header)
+        _load_or_refuse(path.read_bytes())
+
+
+# -- memory: a file never drives allocations ------------------------------------------------------
+
+_PEAK = """
+import json, resource, sys
+import pyvae
+from pyvae.data import read_idx
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+
+pyvae.load(sys.argv[1])  # warm up: lazy imports count in the baseline
+try:
+    read_idx(sys.argv[1])
+except ValueError:
+    pass
+base = peak()
+results = {}
+for path in sys.argv[2:]:
+    try:
+        (read_idx if path.endswith(".gz") else pyvae.load)(path)
+        outcome = "loaded"
+    except (ValueError, pyvae.CheckpointError) as exc:
+        outcome = type(exc).__name__
+    results[path] = [outcome, peak() - base]
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow  # starts a process
+def test_hostile_files_do_not_drive_memory(tmp_path: Path) -> None:
+    """Each file below made pyvae 0.1 allocate 200-800 MiB; now the peak resident size of a
+    child process grows by a few MiB at most."""
+    model = pyvae.build("mlp", input_shape=[6], latent_dim=2, hidden_dims=[5])
+    good = model.save(tmp_path / "good.safetensors")
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    header = dict(read_info(good).__dict__)
+    files = []
+    for i, change in enumerate(
+        [{"latent_dim": 10**7}, {"hidden_dims": [3 * 10**6]}, {"input_shape": [10**8]}]
+    ):
+        meta = {
+            "format": "pyvae-checkpoint",
+            "format_version": "1",
+            "config": json.dumps({**header["config"], **change}),
+            "metadata": "{}",
+        }
+        save_file(tensors, tmp_path / f"big{i}.safetensors", metadata=meta)
+        files.append(tmp_path / f"big{i}.safetensors")
+    deep = {
+        "format": "pyvae-checkpoint",
+        "format_version": "1",
+        "config": '{"name": "mlp", "x": ' + "[" * 10**5 + "]" * 10**5 + "}",
+    }
+    save_file(tensors, tmp_path / "deep.safetensors", metadata=deep)
+    files.append(tmp_path / "deep.safetensors")
+    import gzip
+
+    for name, head in (
+        ("bomb", b"\x01\x02\x03\x04"),
+        ("lie", bytes([0, 0, 8, 3]) + struct.pack(">3I", 100, 28, 28)),
+    ):
+        with gzip.open(tmp_path / f"{name}-idx3-ubyte.gz", "wb") as f:
+            f.write(head)
+            for _ in range(200):
+                f.write(bytes(1 << 20))  # 200 MiB of zeros, about 200 KB compressed
+        files.append(tmp_path / f"{name}-idx3-ubyte.gz")
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_PEAK), str(good), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "PATH": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    for path, (outcome, grown) in results.items():
+        assert outcome in ("CheckpointError", "ValueError"), (path, outcome)
+        assert grown < 32, f"{path}: peak memory grew by {grown:.0f} MiB"
