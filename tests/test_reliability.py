@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -263,3 +264,55 @@ def test_hostile_files_do_not_drive_memory(tmp_path: Path) -> None:
     for path, (outcome, grown) in results.items():
         assert outcome in ("CheckpointError", "ValueError"), (path, outcome)
         assert grown < 32, f"{path}: peak memory grew by {grown:.0f} MiB"
+
+
+# -- the command line trusts no checkpoint metadata ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        ({"name": "../../etc"}, "data.name: expected one of digits"),
+        ({"name": "digits", "seed": "0; rm"}, r"data.seed: expected an integer in \[0, 2\*\*63\)"),
+        ({"name": "digits", "seed": True}, "data.seed"),
+        ({"name": "digits", "seed": 2**70}, "data.seed"),
+        ({"name": "digits", "eval_limit": -5}, "data.eval_limit: expected a positive integer"),
+        ({"name": "mnist", "data_dir": 5}, "data.data_dir: expected a folder name"),
+        ([1, 2], "data.: expected an object"),
+    ],
+)
+def test_eval_validates_the_metadata_it_uses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: object, pattern: str
+) -> None:
+    from pyvae.cli import main
+
+    model = pyvae.build("mlp", input_shape=[1, 8, 8], latent_dim=2, hidden_dims=[8])
+    path = model.save(tmp_path / "m.safetensors", metadata={"data": data})
+    assert main(["eval", str(path), "--limit", "4", "--k", "1"]) == 1
+    assert re.search(pattern, capsys.readouterr().err)
+
+
+def test_eval_never_lets_the_file_choose_a_download_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pyvae.cli import main
+
+    model = pyvae.build("mlp", input_shape=[1, 28, 28], latent_dim=2, hidden_dims=[8])
+    metadata = {"data": {"name": "mnist", "data_dir": str(tmp_path / "elsewhere")}}
+    path = model.save(tmp_path / "m.safetensors", metadata=metadata)
+    assert main(["eval", str(path), "--download"]) == 2
+    assert "--download: pass --data-dir too" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("device", ["meta", "bogus"])
+def test_cli_device_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str
+) -> None:
+    from pyvae.cli import main
+
+    model = pyvae.build("mlp", input_shape=[1, 8, 8], latent_dim=2, hidden_dims=[8])
+    path = model.save(tmp_path / "m.safetensors")
+    assert main(["sample", str(path), "-n", "4", "--device", device]) == 2
+    assert "--device" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))

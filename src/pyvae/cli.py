@@ -351,6 +351,12 @@ def _device(name: str) -> torch.device:
         raise UsageError(f"--device: expected cpu, cuda, cuda:N or auto, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if device.type == "meta":
+        raise UsageError("--device meta: the meta device holds no values; use cpu or cuda")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise UsageError(f"--device {name}: not usable here ({exc}); use --device cpu") from None
     return device
 
 
@@ -772,18 +778,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     device = _device(args.device)
     info = read_info(args.run)
-    stored = info.metadata.get("data", {})
+    stored = _stored_data(info.path, info.metadata.get("data", {}))
     name = args.data or stored.get("name")
     if name is None:
         raise UsageError(
             f"{info.path} does not say which data it was trained on; pass --data "
             f"({', '.join(DATASETS)})"
         )
+    if args.download and args.data_dir is None:
+        # the checkpoint never chooses a folder to write to
+        raise UsageError("--download: pass --data-dir too, the folder to download into")
     model = load(info.path, map_location=device)
     data_dir = args.data_dir or stored.get("data_dir", "data")
-    data = load_dataset(
-        name, root=data_dir, download=args.download, seed=int(stored.get("seed", 0))
-    )
+    data = load_dataset(name, root=data_dir, download=args.download, seed=stored.get("seed", 0))
     limit = args.limit if args.limit is not None else stored.get("eval_limit")
     evaluation = data.eval.head(limit)
     if tuple(evaluation.images.shape[1:]) != tuple(model.input_shape):
@@ -817,6 +824,36 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
         print(f"  {nll_label:<16} {nll:10.3f} nats per image (importance sampled)")
     return 0
+
+
+def _stored_data(path: Path, stored: object) -> dict[str, Any]:
+    """The ``data`` entry of a checkpoint's metadata, each field that ``eval`` uses checked (a
+    checkpoint is untrusted input: a bad field is a CheckpointError naming it)."""
+    from pyvae.checkpoint import CheckpointError
+    from pyvae.data import DATASETS
+
+    def bad(field: str, expected: str, value: object) -> CheckpointError:
+        return CheckpointError(
+            f"{path}: metadata field data.{field}: expected {expected}, got {str(value)[:80]!r}"
+        )
+
+    if not isinstance(stored, dict):
+        raise bad("", "an object", stored)
+    name = stored.get("name")
+    if name is not None and name not in DATASETS:
+        raise bad("name", f"one of {', '.join(DATASETS)}", name)
+    data_dir = stored.get("data_dir")
+    if data_dir is not None and (not isinstance(data_dir, str) or not data_dir or "\0" in data_dir):
+        raise bad("data_dir", "a folder name", data_dir)
+    seed = stored.get("seed")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63
+    ):
+        raise bad("seed", "an integer in [0, 2**63)", seed)
+    limit = stored.get("eval_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise bad("eval_limit", "a positive integer or null", limit)
+    return stored
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
