@@ -316,3 +316,50 @@ def test_cli_device_is_checked(
     assert main(["sample", str(path), "-n", "4", "--device", device]) == 2
     assert "--device" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
+
+
+# -- beyond the issue's list ---------------------------------------------------------------------
+
+
+def test_non_standard_json_constants_in_the_header_are_refused(tmp_path: Path) -> None:
+    model = pyvae.build("mlp", input_shape=[6], latent_dim=2, hidden_dims=[5])
+    path = model.save(tmp_path / "m.safetensors")
+    raw = path.read_bytes()
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    header = dict(json.loads(raw[8 : _header_end(raw)])["__metadata__"])
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        save_file(tensors, path, metadata={**header, "metadata": '{"loss": ' + constant + "}"})
+        with pytest.raises(CheckpointError, match=f"non-standard JSON constant {constant}"):
+            read_info(path)
+
+
+def test_save_refuses_what_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="save: expected a pyvae model .BaseVAE., got Linear"):
+        pyvae.checkpoint.save(torch.nn.Linear(2, 2), tmp_path / "m.safetensors")  # type: ignore[arg-type]
+
+
+def test_sample_bounds_what_a_checkpoint_makes_it_decode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A conv model's weights do not depend on the image size: a tiny checkpoint can claim huge
+    images. ``pyvae sample`` refuses to decode more than 2**28 values at once."""
+    from pyvae.cli import main
+
+    model = pyvae.build(
+        "conv", input_shape=[1, 2**12, 2**12], latent_dim=2, channels=[1] * 12, hidden_dim=2
+    )
+    path = model.save(tmp_path / "m.safetensors")
+    assert path.stat().st_size < 20_000
+    assert main(["sample", str(path), "-n", "64", "--device", "cpu"]) == 2
+    assert "more than 268435456" in capsys.readouterr().err
+
+
+def test_empty_idx_image_set_is_refused(tmp_path: Path) -> None:
+    from pyvae.data import read_mnist_folder
+
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(
+        bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 2, 2)
+    )
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 0))
+    with pytest.raises(ValueError, match="expected at least one image"):
+        read_mnist_folder(tmp_path)

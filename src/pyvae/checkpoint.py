@@ -120,7 +120,10 @@ def save(
     from safetensors.torch import save_file
 
     from pyvae import __version__
+    from pyvae.models.base import BaseVAE
 
+    if not isinstance(model, BaseVAE):
+        raise TypeError(f"save: expected a pyvae model (BaseVAE), got {type(model).__name__}")
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(
@@ -348,9 +351,13 @@ def _loads(path: Path, what: str, text: str) -> Any:
             f"{MAX_JSON_DEPTH} accepted); the file is corrupt or hostile"
         )
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt JSON in the checkpoint {what} ({exc})") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"non-standard JSON constant {name} (JSON has no NaN or infinity)")
 
 
 def _count_values(value: Any) -> int:

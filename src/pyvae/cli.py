@@ -826,6 +826,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The most values ``pyvae sample`` decodes at once (1 GiB of float32).
+_MAX_SAMPLE_VALUES = 2**28
+
+
 def _stored_data(path: Path, stored: object) -> dict[str, Any]:
     """The ``data`` entry of a checkpoint's metadata, each field that ``eval`` uses checked (a
     checkpoint is untrusted input: a bad field is a CheckpointError naming it)."""
@@ -863,6 +867,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     device = _device(args.device)
     info = read_info(args.run)
     model = load(info.path, map_location=device)
+    values = args.n * math.prod(model.input_shape)
+    if values > _MAX_SAMPLE_VALUES:  # a conv model's weights do not bound its image size
+        raise UsageError(
+            f"-n {args.n}: {args.n} samples of shape {tuple(model.input_shape)} are {values} "
+            f"values, more than {_MAX_SAMPLE_VALUES}; ask for fewer samples"
+        )
     generator = torch.Generator(device=device).manual_seed(args.seed)
     grid = sample_grid(model, args.n, generator=generator)
     out = Path(args.out) if args.out else info.path.parent / f"samples_{args.n}.png"

@@ -105,7 +105,9 @@ def read_idx(path: str | os.PathLike[str], *, max_bytes: int = IDX_MAX_BYTES) ->
         with opener(path, "rb") as f:
             return _read_idx_stream(path, f, compressed, max_bytes)
     except (OSError, EOFError, zlib.error) as exc:
-        if compressed and not isinstance(exc, FileNotFoundError):
+        if compressed and not isinstance(
+            exc, (FileNotFoundError, IsADirectoryError, PermissionError)
+        ):
             raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
         raise
 
@@ -357,6 +359,11 @@ def _read_pair(images_path: Path | None, labels_path: Path | None) -> ImageSet:
         raise ValueError(
             f"{images_path} and {labels_path}: expected images (N, H, W) and labels (N,), got "
             f"{tuple(images.shape)} and {tuple(labels.shape)}"
+        )
+    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise ValueError(
+            f"{images_path}: expected at least one image of at least 1x1 pixels, got shape "
+            f"{tuple(images.shape)}"
         )
     return ImageSet(_pixels(images_path, images), _labels(labels_path, labels))
 
