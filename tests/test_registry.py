@@ -265,3 +265,13 @@ def test_keyboard_interrupt_in_a_plugin_is_not_swallowed(plugin_path: Path) -> N
     )
     with pytest.raises(KeyboardInterrupt):
         MODELS.reload_plugins()
+
+
+def test_a_class_cannot_claim_another_name() -> None:
+    class Spoof(MLPVAE):
+        registered_name = "mlp"  # written in the class body, not given by the registry
+
+    with MODELS.scoped():
+        pyvae.register_model("spoof")(Spoof)
+        assert Spoof.registered_name == "spoof"
+        assert pyvae.build("spoof", input_shape=(4,), hidden_dims=(8,)).config["name"] == "spoof"

@@ -23,7 +23,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
-from tiny import tiny_model
+from tiny import pairs, tiny_model
 
 import pyvae
 from pyvae.checkpoint import CheckpointError, read_info
@@ -363,3 +363,19 @@ def test_empty_idx_image_set_is_refused(tmp_path: Path) -> None:
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 0))
     with pytest.raises(ValueError, match="expected at least one image"):
         read_mnist_folder(tmp_path)
+
+
+@pytest.mark.parametrize(("name", "likelihood", "prior"), list(pairs()))
+def test_every_model_loads_through_the_meta_device(
+    tmp_path: Path, name: str, likelihood: str, prior: str, one_thread: None
+) -> None:
+    """Every registered model, likelihood and prior builds on the meta device and round-trips."""
+    model = tiny_model(name, likelihood, prior)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    loaded = pyvae.load(model.save(tmp_path / "m.safetensors"))
+    assert type(loaded) is type(model) and loaded.config == model.config
+    state = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == state[key].dtype and torch.equal(value, state[key]), key

@@ -91,7 +91,9 @@ class Registry(Generic[T]):
                     )
                 self._forget(name, existing)
             self._classes[name] = cls  # type: ignore[assignment]
-            if cls.__dict__.get("registered_name") is None:
+            own = cls.__dict__.get("registered_name")
+            if own is None or self._classes.get(own) is not cls:
+                # a name written in the class body counts only if it is registered to the class
                 cls.registered_name = name  # type: ignore[attr-defined]
             return cls  # type: ignore[return-value]
 
