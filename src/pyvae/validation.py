@@ -47,13 +47,24 @@ def check_tensor(
     """Check that ``value`` is a floating tensor of ``shape`` (``None`` = any size).
 
     Raises:
-        TypeError: not a tensor, or not floating point / not ``dtype``.
-        ValueError: wrong shape or device.
+        TypeError: not a tensor, a sparse (not strided) tensor, or not floating point / not
+            ``dtype``.
+        ValueError: wrong shape or device, or a tensor on the meta device (no values).
     """
     expected = format_shape(["B" if s is None else s for s in shape])
     if not isinstance(value, torch.Tensor):
         raise TypeError(
             f"{name}: expected a tensor of shape {expected}, got {type(value).__name__}"
+        )
+    if value.layout != torch.strided:
+        raise TypeError(
+            f"{name}: expected a dense (strided) tensor, got layout {value.layout}; convert it "
+            f"with .to_dense()"
+        )
+    if value.device.type == "meta":
+        raise ValueError(
+            f"{name}: got a tensor on the meta device, which holds no values (only shapes); "
+            f"pass real data on the model's device"
         )
     if not value.is_floating_point():
         hint = " (for images in 0..255, use x.float() / 255)" if value.dtype == torch.uint8 else ""
