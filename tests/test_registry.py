@@ -275,3 +275,12 @@ def test_a_class_cannot_claim_another_name() -> None:
         pyvae.register_model("spoof")(Spoof)
         assert Spoof.registered_name == "spoof"
         assert pyvae.build("spoof", input_shape=(4,), hidden_dims=(8,)).config["name"] == "spoof"
+
+
+def test_careless_build_arguments_get_clear_errors() -> None:
+    with pytest.raises(pyvae.ConfigError, match="expected string keys .argument names., got 1"):
+        pyvae.build({"name": "mlp", 1: 2})
+    with pytest.raises(TypeError, match="pattern: expected an fnmatch wildcard string"):
+        pyvae.list_models(5)  # type: ignore[arg-type]
+    with pytest.raises(MemoryError, match=r"model 'mlp': not enough memory .*hidden_dims"):
+        pyvae.build("mlp", input_shape=(4,), hidden_dims=[10**12])

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
+import torch
+
 from pyvae.config import ConfigError, Configurable
 
 __all__ = ["Registry", "UnknownNameError"]
@@ -156,6 +158,11 @@ class Registry(Generic[T]):
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Registered names, sorted, optionally filtered by an fnmatch wildcard (``"c*"``)."""
+        if pattern is not None and not isinstance(pattern, str):
+            raise TypeError(
+                f"pattern: expected an fnmatch wildcard string such as 'c*', got "
+                f"{type(pattern).__name__}"
+            )
         self._load_plugins()
         names = sorted(self._classes)
         return fnmatch.filter(names, pattern) if pattern else names
@@ -193,6 +200,11 @@ class Registry(Generic[T]):
             return spec  # type: ignore[return-value]
         if isinstance(spec, Mapping):
             spec = dict(spec)
+            odd = [k for k in spec if not isinstance(k, str)]
+            if odd:
+                raise ConfigError(
+                    f"{self.kind} config: expected string keys (argument names), got {odd[0]!r}"
+                )
             if "name" not in spec:
                 raise ConfigError(
                     f"{self.kind} config: expected a dict with a 'name' key, got keys "
@@ -210,7 +222,15 @@ class Registry(Generic[T]):
         cls = self.get(name)
         config = {k: v for k, v in config.items() if v is not None}
         cls.check_config(config)
-        return cls(**config)
+        try:
+            return cls(**config)
+        except (MemoryError, RuntimeError) as exc:
+            if not (isinstance(exc, MemoryError) or _out_of_memory(exc)):
+                raise
+            raise MemoryError(
+                f"{self.kind} {name!r}: not enough memory for its parameters with the arguments "
+                f"{_short_config(config)} ({str(exc).splitlines()[0][:200]}); check the sizes"
+            ) from None
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
@@ -242,6 +262,16 @@ class Registry(Generic[T]):
 
 
 _REGISTRIES: weakref.WeakSet[Registry[Any]] = weakref.WeakSet()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure (PyTorch's CPU allocator raises a RuntimeError, CUDA its own)."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+
+
+def _short_config(config: Mapping[str, Any]) -> str:
+    text = repr(dict(config))
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _is_builtin(cls: type) -> bool:
