@@ -379,3 +379,16 @@ def test_unregistered_component_is_refused_at_save(tmp_path: Path) -> None:
     model = pyvae.build("mlp", input_shape=[6], latent_dim=2, hidden_dims=[5], prior=MyPrior())
     with pytest.raises(ValueError, match=r"config\['prior'\] is a .*MyPrior, a class that is not"):
         model.save(tmp_path / "m.safetensors")
+
+
+def test_damaged_weights_fail_the_checksum(tmp_path: Path) -> None:
+    path = _tiny().save(tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last weight: still finite
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not match the checksum .* damaged"):
+        pyvae.load(path)
+    # a file without a checksum (written by pyvae 0.1) still loads
+    model = _tiny()
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    assert isinstance(pyvae.load(_write(tmp_path / "old.st", tensors, model.config)), pyvae.MLPVAE)

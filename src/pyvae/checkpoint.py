@@ -18,6 +18,7 @@ refused unless asked for. See the documentation page "Security and reliability".
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -145,6 +146,7 @@ def save(
         "pyvae_version": __version__,
         "config": config_json,
         "metadata": metadata_json,
+        "weights_sha256": _digest(tensors),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -489,6 +491,12 @@ def load(
         tensors = _read_tensors(resolved, list(stored))
         if not allow_non_finite:
             _check_finite(resolved, tensors)
+        expected_digest = header.get("weights_sha256")
+        if expected_digest is not None and _digest(tensors) != expected_digest:
+            raise CheckpointError(
+                f"{resolved}: the weights do not match the checksum stored beside them "
+                f"(weights_sha256): the file was damaged after it was written"
+            )
         with torch.device("cpu"):
             model = _build(resolved, info.config)
         if dtype is not None:
@@ -589,6 +597,17 @@ def _check_tensors(
             f"{stored_bytes} bytes of stored tensors; refusing to allocate it"
         )
     return dtype
+
+
+def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: detects damage
+    (bit rot, a bad copy), not tampering (whoever edits a file can recompute it)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _check_finite(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
