@@ -13,7 +13,8 @@ needs, and every callback here can also be called from a plain loop (see the doc
     )
 
 Each epoch appends one row (a dict of floats) to the history: ``epoch``, ``step``, ``beta``,
-``train_loss``, ``train_recon``, ``train_kl`` (means over the epoch's examples, nats), the
+``train_loss``, ``train_recon``, ``train_kl`` and ``train_neg_elbo = train_recon + train_kl``
+(means over the epoch's examples, nats), the
 ``eval_neg_elbo``, ``eval_recon``, ``eval_kl`` of ``eval_data`` and whatever the callbacks add.
 """
 
@@ -262,11 +263,17 @@ def fit(
                     bar.update(1)
                     bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
                     if terms is not None:
-                        bar.set_postfix(loss=f"{float(terms.loss.detach()):.2f}", refresh=False)
+                        bar.set_postfix(
+                            loss=f"{float(terms.loss.detach()):.2f}",
+                            recon=f"{float(terms.recon.detach().mean()):.2f}",
+                            kl=f"{float(terms.kl.detach().mean()):.2f}",
+                            refresh=False,
+                        )
                 if state.stop:
                     break
             row: dict[str, float] = {"epoch": epoch, "step": state.step, "beta": state.beta}
             row.update({f"train_{k}": (v / seen if seen else math.nan) for k, v in sums.items()})
+            row["train_neg_elbo"] = row["train_recon"] + row["train_kl"]
             if eval_data is not None:
                 report = evaluate(model, eval_data, k=None, mutual_information=False, seed=epoch)
                 row.update(
