@@ -24,7 +24,7 @@ MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 RUN_FILES = {
     "model.safetensors", "history.csv", "history.json", "metrics.json", "run.json",
     "curves.png", "reconstructions.png", "samples.png", "latent.png", "manifold.png",
-    "interpolation.png", "report.html",
+    "interpolation.png", "report.html", "evaluation.json", "kl_per_dim.png",
 }
 
 
@@ -63,7 +63,11 @@ def test_demo_records_curves_metrics_and_config(demo_run: tuple[Path, str]) -> N
     run = json.loads((out / "run.json").read_text())
     metrics = run["metrics"]
     assert (metrics["n_train"], metrics["n_eval"], metrics["nll_k"]) == (400, 100, 4)
-    assert metrics["eval_neg_elbo"] == history[-1]["eval_neg_elbo"]
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert metrics["eval_neg_elbo"] == evaluation["neg_elbo"] == run["evaluation"]["neg_elbo"]
+    assert metrics["eval_nll"] == evaluation["nll"] and evaluation["k"] == 4
+    assert len(evaluation["kl_per_dim"]) == 2 and evaluation["nll_stderr"] > 0
+    assert [f"kl_dim_{d}" in history[-1] for d in (0, 1)] == [True, True]
     assert 0 < metrics["eval_nll"] < 100  # nats per 8x8 image
     assert run["model"]["name"] == "conv" and run["model"]["input_shape"] == [1, 8, 8]
     assert run["data"]["name"] == "digits"
@@ -85,8 +89,15 @@ def test_eval_reports_elbo_and_nll(
     assert result["neg_elbo"] == pytest.approx(result["recon"] + result["kl"])
     # the importance-sampled bound is tighter than the ELBO (up to Monte Carlo noise)
     assert result["nll"] < result["neg_elbo"] + 0.5
-    assert main(["eval", str(out / "model.safetensors"), "--k", "2", "--limit", "10"]) == 0
-    assert "NLL (k=2" in capsys.readouterr().out
+    saved = out / "evaluation-k8.json"
+    assert json.loads(saved.read_text()) == result
+    saved.unlink()
+    assert result["nll_stderr"] > 0 and 0 < result["ess"] <= 1 and result["active_units"] <= 2
+    assert main(["eval", str(out / "model.safetensors"), "--k", "2", "--limit", "10",
+                 "--no-save"]) == 0
+    printed = capsys.readouterr().out
+    assert "NLL (k=2)" in printed and "active units" in printed and "KL per dimension" in printed
+    assert not (out / "evaluation-k2.json").exists()
 
 
 def test_sample_writes_a_grid(demo_run: tuple[Path, str], tmp_path: Path) -> None:
@@ -203,3 +214,108 @@ def test_threads_apply_only_while_training(tmp_path: Path) -> None:
                  "--no-progress", "--threads", "1", "--out", str(tmp_path)]) == 0
     assert torch.get_num_threads() == before
     assert json.loads((tmp_path / "run.json").read_text())["training"]["threads"] == 1
+
+
+# -- run folders: checked first, written aside, moved into place ---------------------------------
+
+TINY_RUN = ["train", "--model", "mlp", "--model-arg", "hidden_dims=[8]", "--epochs", "1",
+            "--limit", "64", "--eval-limit", "16", "--k", "1", "--no-progress"]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name or ".old-" in p.name)
+
+
+def test_out_is_checked_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyvae.data
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was loaded before --out was checked")
+
+    monkeypatch.setattr(pyvae.data, "load_dataset", no_data)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    code, err = _error([*TINY_RUN, "--out", str(busy)], capsys)
+    assert code == 2 and "is not empty; pass --overwrite" in err
+    code, err = _error([*TINY_RUN, "--out", str(busy), "--overwrite"], capsys)
+    assert code == 2 and "replaces only a run folder" in err
+    assert (busy / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    code, err = _error([*TINY_RUN, "--out", str(tmp_path / "file")], capsys)
+    assert code == 2 and "expected a folder" in err
+    monkeypatch.chdir(busy)
+    code, err = _error([*TINY_RUN, "--out", ".", "--overwrite"], capsys)
+    assert code == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--eval-limit", "1"], "--eval-limit: expected at least 2"),
+        (["--latent-dim", "2", "--model-arg", "latent_dim=5"], "latent_dim is set by --latent-dim"),
+        (["--model-arg", "name=conv"], "name is set by --model"),
+        (["--model-arg", "input_shape=[1,4,4]"], "input_shape is set by --data"),
+        (["--model-arg", "hidden_dims=[4]"], "given twice with different values"),
+        (["--threads", "-1"], "--threads"),
+    ],
+)
+def test_option_conflicts_are_refused_before_training(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyvae.data
+
+    monkeypatch.setattr(pyvae.data, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    code, err = _error([*TINY_RUN, *extra, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "run").exists() and not _leftovers(tmp_path)
+
+
+def test_overwrite_replaces_a_whole_run_only_when_the_new_one_is_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main([*TINY_RUN, "--no-figures", "--out", str(out)]) == 0
+    (out / "stale.txt").write_text("from before")
+    first = (out / "model.safetensors").read_bytes()
+
+    import pyvae.training
+
+    real_fit = pyvae.training.fit
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        real_fit(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyvae.training, "fit", interrupted)
+    assert main([*TINY_RUN, "--seed", "1", "--no-figures", "--out", str(out), "--overwrite"]) == 130
+    assert (out / "model.safetensors").read_bytes() == first  # the old run, untouched
+    assert (out / "stale.txt").is_file() and not _leftovers(tmp_path)
+    assert main([*TINY_RUN, "--seed", "1", "--no-figures", "--out", str(tmp_path / "new")]) == 130
+    assert not (tmp_path / "new").exists() and not _leftovers(tmp_path)  # never half a run
+
+    monkeypatch.setattr(pyvae.training, "fit", real_fit)
+    assert main([*TINY_RUN, "--seed", "1", "--no-figures", "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "stale.txt").exists()  # replaced as a whole
+    assert (out / "model.safetensors").read_bytes() != first
+    assert json.loads((out / "run.json").read_text())["training"]["seed"] == 1
+    assert not _leftovers(tmp_path)
+
+
+def test_tensorboard_logs_and_eval_output_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main([*TINY_RUN, "--no-figures", "--tensorboard", "--out", str(out)]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"train_neg_elbo", "eval_neg_elbo", "active_units"} <= set(events.Tags()["scalars"])
+    code, err = _error(["eval", str(out), "--k", "1", "--out", str(tmp_path / "r.txt")], capsys)
+    assert code == 2 and "expected a .json file" in err
+    assert main(["eval", str(out), "--k", "1", "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["k"] == 1

@@ -4,9 +4,10 @@
 >>> model = pyvae.build("conv", latent_dim=4)  # an nn.Module; train it in your own loop
 """
 
-# submodules reachable as attributes: pyvae.data.load_sprites, pyvae.metrics.mig
+# submodules reachable as attributes: pyvae.data.load_sprites, pyvae.metrics.mig, pyvae.training.fit
 from pyvae import data as data
 from pyvae import metrics as metrics
+from pyvae import training as training
 from pyvae.checkpoint import CheckpointError, load
 from pyvae.config import ConfigError, Configurable
 from pyvae.deployment import export, export_onnx

@@ -12,21 +12,23 @@ stderr with a non-zero exit status; set ``PYVAE_DEBUG=1`` to see the traceback i
 from __future__ import annotations
 
 import argparse
-import csv
-import html
 import json
 import math
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+
+from pyvae.training import Callback, TrainState
 
 __all__ = ["main", "train_run"]
 
@@ -218,6 +220,16 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any
         help="importance samples per image for the final NLL estimate (`pyvae eval "
         "RUN --k 5000` for a tighter one); default %(default)s",
     )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in a non-empty --out folder (only once the new run is complete)",
+    )
+    g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log the epochs to OUT/tensorboard (needs pip install 'pyvae[tensorboard]')",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-figures", action="store_true", help="write no figures or report")
 
@@ -258,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="test negative ELBO and importance-sampled NLL of a run",
-        description="Report the negative ELBO and the importance-sampled "
-        "negative log-likelihood of a run on its evaluation data.",
+        help="evaluate a run: ELBO, importance-sampled NLL, latent diagnostics",
+        description="Print and save the evaluation report of a run on its evaluation data "
+        "(pyvae.evaluate): negative ELBO, importance-sampled NLL with its standard error, ESS, "
+        "bits per dimension, KL per dimension, active units, mutual information.",
     )
     p.add_argument("run", help="a run folder or a checkpoint (.safetensors)")
     p.add_argument(
@@ -285,7 +298,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=100, help="default %(default)s")
     p.add_argument("--seed", type=int, default=0, help="default %(default)s")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument(
+        "--mi-examples",
+        type=_positive_int,
+        default=2000,
+        help="examples for the mutual information I(x; z) (cost grows as the square); "
+        "default %(default)s",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="the JSON file to save the report to (default: evaluation-kK.json beside the "
+        "checkpoint)",
+    )
+    p.add_argument("--no-save", action="store_true", help="print the report only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -362,65 +390,127 @@ def _device(name: str) -> torch.device:
 
 # -- training -----------------------------------------------------------------------------------
 
+# Named flags that --model-arg may not also set (the flag is the one place for each).
+_NAMED_MODEL_FLAGS = {
+    "name": "--model",
+    "model": "--model",
+    "latent_dim": "--latent-dim",
+    "likelihood": "--likelihood",
+    "prior": "--prior",
+    "input_shape": "--data (the data set fixes the input shape)",
+}
+_RUN_MARKERS = ("run.json", "model.safetensors")  # what makes a folder a run folder
 
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
+
+def _log(message: str) -> None:
+    """One line on stderr that does not break a running tqdm bar."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        print("(install tqdm, or pip install 'pyvae[viz]', for a progress bar)", file=sys.stderr)
-        return None
-    return tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
-
-
-def _log(bar: Any, message: str) -> None:
-    if bar is not None:
-        bar.write(message, file=sys.stderr)
-    else:
         print(message, file=sys.stderr)
+    else:
+        tqdm.write(message, file=sys.stderr)
 
 
-@torch.no_grad()
-def _evaluate_elbo(
-    model: Any, images: torch.Tensor, batch_size: int, device: torch.device
-) -> dict[str, float]:
-    """Mean negative ELBO, reconstruction and KL (one posterior sample each) in eval mode."""
-    was_training = model.training
-    model.eval()
-    totals = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0}
-    try:
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size].to(device)
-            terms = model.loss(x, model(x))
-            totals["recon"] += float(terms.recon.sum())
-            totals["kl"] += float(terms.kl.sum())
-            totals["neg_elbo"] += float((terms.recon + terms.kl).sum())
-    finally:
-        model.train(was_training)
-    return {k: v / len(images) for k, v in totals.items()}
+def _check_out(text: str, overwrite: bool) -> Path:
+    """The --out folder, checked before anything else runs."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: expected a folder, got the file {out}")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UsageError(
+                f"--out: the folder {out} is not empty; pass --overwrite to replace the run in "
+                f"it, or choose another --out"
+            )
+        if not any((out / marker).is_file() for marker in _RUN_MARKERS):
+            raise UsageError(
+                f"--out {out}: --overwrite replaces only a run folder (one with "
+                f"{' or '.join(_RUN_MARKERS)}), and this folder is not one"
+            )
+    if out.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise UsageError(f"--out {out}: the run folder cannot be the working folder or above it")
+    parent = out.resolve().parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable")
+    return out
 
 
-@torch.no_grad()
-def _evaluate_nll(
-    model: Any, images: torch.Tensor, k: int, batch_size: int, device: torch.device
-) -> float:
-    """Mean importance-sampled negative log-likelihood (``model.log_likelihood``), nats per
-    example."""
-    total = 0.0
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device)
-        total += float(model.log_likelihood(x, k=k).sum())
-    return -total / len(images)
+def _check_options(args: argparse.Namespace) -> None:
+    """Every option combination that can fail, checked before data is loaded or a model trained."""
+    if args.threads < 0:
+        raise UsageError(f"--threads: expected 0 (torch's default) or more, got {args.threads}")
+    if args.eval_limit is not None and args.eval_limit < 2:
+        raise UsageError(
+            f"--eval-limit: expected at least 2 evaluation images (the standard error of the NLL "
+            f"and the figures need two), got {args.eval_limit}"
+        )
+    seen: dict[str, Any] = {}
+    for key, value in args.model_arg:
+        flag = _NAMED_MODEL_FLAGS.get(key)
+        if flag is not None:
+            raise UsageError(
+                f"--model-arg {key}={json.dumps(value)}: {key} is set by {flag}; use that instead"
+            )
+        if key in seen and seen[key] != value:
+            raise UsageError(
+                f"--model-arg {key}: given twice with different values "
+                f"({json.dumps(seen[key])} and {json.dumps(value)})"
+            )
+        seen[key] = value
+
+
+def _staging_folder(out: Path) -> Path:
+    """A fresh hidden folder beside ``out``: the run is written there and moved into place."""
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.resolve().parent))
+
+
+def _publish(staging: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished run into place; a previous run there is replaced only as a whole."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    if any(out.iterdir()) and not overwrite:  # appeared while training
+        raise UsageError(
+            f"--out: the folder {out} filled up while training; the run is kept in {staging}"
+        )
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.resolve().parent))
+    os.replace(out, old / "run")
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _EpochLines(Callback):
+    """Prints a line for the first, the last and every tenth of the epochs."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        row, epoch, epochs = state.row, state.epoch, self.epochs
+        if epoch == 1 or epoch == epochs or epoch % max(1, epochs // 10) == 0:
+            line = (
+                f"epoch {epoch:>3}/{epochs}: train -ELBO {row['train_neg_elbo']:.2f} "
+                f"(recon {row['train_recon']:.2f}, KL {row['train_kl']:.2f})"
+            )
+            if "eval_neg_elbo" in row:
+                line += f"; eval -ELBO {row['eval_neg_elbo']:.2f} nats"
+            if "active_units" in row:
+                line += f"; {row['active_units']:.0f} active units"
+            _log(line)
 
 
 def train_run(args: argparse.Namespace) -> Path:
     """Train as ``pyvae train``/``pyvae demo`` do and write the run folder; returns its path.
 
-    ``--threads`` applies while it runs; torch's thread count is restored afterwards.
+    Every option is checked before training; the run is written into a hidden folder beside
+    ``--out`` and moved into place at the end, so an interrupted run never looks complete and a
+    previous run is replaced (with ``--overwrite``) only by a finished one. ``--threads`` applies
+    while it runs; torch's thread count is restored afterwards.
     """
-    if args.threads < 0:
-        raise UsageError(f"--threads: expected 0 (torch's default) or more, got {args.threads}")
+    _check_options(args)
     previous = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -430,36 +520,71 @@ def train_run(args: argparse.Namespace) -> Path:
         torch.set_num_threads(previous)
 
 
-def _train_run(args: argparse.Namespace) -> Path:
-    from pyvae.checkpoint import CHECKPOINT_NAME
-    from pyvae.data import load_dataset
-    from pyvae.factory import build
-
-    started = time.perf_counter()
-    device = _device(args.device)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: expected a folder, got the file {out}")
-
-    data = load_dataset(args.data, root=args.data_dir, download=args.download, seed=args.seed)
-    train = data.train.head(args.limit)
-    evaluation = data.eval.head(args.eval_limit)
+def _model_config(args: argparse.Namespace, input_shape: Sequence[int]) -> dict[str, Any]:
     model_args: dict[str, Any] = {}
     if args.demo and args.model == DEMO_DEFAULTS["model"]:
         model_args = dict(DEMO_DEFAULTS["model_args"])
     model_args.update(dict(args.model_arg))
-    config: dict[str, Any] = {
+    return {
         "name": args.model,
-        "input_shape": list(data.input_shape),
+        "input_shape": list(input_shape),
         "latent_dim": args.latent_dim,
         "likelihood": args.likelihood,
         "prior": args.prior,
         **model_args,
     }
-    model = build(config).to(device)
-    _check_data_support(model, train.images)
 
+
+def _figures_available(enabled: bool) -> bool:
+    if not enabled:
+        return False
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        _log(f"pyvae: figures skipped: {exc} (pip install 'pyvae[viz]')")
+        return False
+    return True
+
+
+def _train_run(args: argparse.Namespace) -> Path:
+    from pyvae.checkpoint import CHECKPOINT_NAME
+    from pyvae.data import load_dataset
+    from pyvae.evaluator import evaluate
+    from pyvae.factory import build
+    from pyvae.run_report import write_figures, write_report
+    from pyvae.training import (
+        CSVLogger,
+        JSONLogger,
+        LatentDiagnostics,
+        NaNGuard,
+        NonFiniteLossError,
+        TensorBoardLogger,
+        fit,
+    )
+
+    started = time.perf_counter()
+    out = _check_out(args.out, args.overwrite)
+    device = _device(args.device)
+    figures = _figures_available(not args.no_figures)
+    if args.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--tensorboard: the tensorboard package is not installed "
+                "(pip install 'pyvae[tensorboard]')"
+            ) from None
+    torch.manual_seed(args.seed)
+    data = load_dataset(args.data, root=args.data_dir, download=args.download, seed=args.seed)
+    train = data.train.head(args.limit)
+    evaluation = data.eval.head(args.eval_limit)
+    if len(evaluation) < 2:
+        raise UsageError(
+            f"the {data.name} evaluation split has {len(evaluation)} image(s); "
+            f"at least 2 are needed"
+        )
+    model = build(_model_config(args, data.input_shape)).to(device)
+    _check_data_support(model, train.images)
     loader = DataLoader(
         train.dataset(),
         batch_size=args.batch_size,
@@ -467,150 +592,162 @@ def _train_run(args: argparse.Namespace) -> Path:
         drop_last=len(train) > args.batch_size,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    steps_per_epoch = len(loader)
-    bar = _progress(args.epochs * steps_per_epoch, not args.no_progress)
     n_params = sum(p.numel() for p in model.parameters())
     _log(
-        bar,
         f"pyvae: {type(model).__name__} ({n_params:,} parameters), latent_dim "
-        f"{model.latent_dim}, on {data.note}; {args.epochs} epochs of {steps_per_epoch} "
-        f"steps on {device}",
+        f"{model.latent_dim}, on {data.note}; {args.epochs} epochs of {len(loader)} "
+        f"steps on {device}"
     )
-    history: list[dict[str, float]] = []
-    step = 0
+    staging = _staging_folder(out)
     try:
-        for epoch in range(1, args.epochs + 1):
-            model.train()
-            sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0}
-            seen = 0
-            for x, _ in loader:
-                x = x.to(device)
-                out_ = model(x)
-                terms = model.loss(x, out_, beta=args.beta)
-                optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                optimizer.step()
-                step += 1
-                b = x.shape[0]
-                recon, kl = float(terms.recon.detach().sum()), float(terms.kl.detach().sum())
-                sums["recon"] += recon
-                sums["kl"] += kl
-                sums["neg_elbo"] += recon + kl
-                seen += b
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_description(f"epoch {epoch}/{args.epochs}", refresh=False)
-                    bar.set_postfix(
-                        loss=f"{float(terms.loss.detach()):.2f}",
-                        recon=f"{recon / b:.2f}",
-                        kl=f"{kl / b:.2f}",
-                        refresh=False,
-                    )
-            row: dict[str, float] = {"epoch": epoch, "step": step}
-            row.update({f"train_{k}": v / seen for k, v in sums.items()})
-            row.update(
-                {
-                    f"eval_{k}": v
-                    for k, v in _evaluate_elbo(model, evaluation.images, 256, device).items()
-                }
-            )
-            history.append(row)
-            if epoch == 1 or epoch == args.epochs or epoch % max(1, args.epochs // 10) == 0:
-                _log(
-                    bar,
-                    f"epoch {epoch:>3}/{args.epochs}: train -ELBO "
-                    f"{row['train_neg_elbo']:.2f} (recon {row['train_recon']:.2f}, KL "
-                    f"{row['train_kl']:.2f}); eval -ELBO {row['eval_neg_elbo']:.2f} nats",
-                )
-            if not math.isfinite(row["train_neg_elbo"]):
-                raise FloatingPointError(
-                    f"the training loss diverged at epoch {epoch}; lower --lr (now {args.lr})"
-                )
-    finally:
-        if bar is not None:
-            bar.close()
-    train_time = time.perf_counter() - started
-
-    model.eval()
-    torch.manual_seed(args.seed)
-    nll = _evaluate_nll(model, evaluation.images, args.k, 100, device)
-    final = history[-1]
-    metrics = {
-        "eval_neg_elbo": final["eval_neg_elbo"],
-        "eval_recon": final["eval_recon"],
-        "eval_kl": final["eval_kl"],
-        "eval_nll": nll,
-        "nll_k": args.k,
-        "train_neg_elbo": final["train_neg_elbo"],
-        "n_train": len(train),
-        "n_eval": len(evaluation),
-        "train_seconds": round(train_time, 2),
-    }
-    _log(
-        None,
-        f"eval: -ELBO {metrics['eval_neg_elbo']:.2f}, NLL (k={args.k}) {nll:.2f} nats "
-        f"per image ({len(evaluation)} images)",
-    )
-
-    data_info = {
-        "name": data.name,
-        "data_dir": str(args.data_dir),
-        "seed": args.seed,
-        "limit": args.limit,
-        "eval_limit": args.eval_limit,
-        "note": data.note,
-        "classes": list(data.classes),
-    }
-    training = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "beta": args.beta,
-        "seed": args.seed,
-        "device": str(device),
-        "optimizer": "Adam",
-        "threads": torch.get_num_threads(),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(
-        out / CHECKPOINT_NAME,
-        metadata={"data": data_info, "training": training, "metrics": metrics},
-    )
-    _write_history(out, history)
-    files = [CHECKPOINT_NAME, "history.csv", "history.json", "metrics.json", "run.json"]
-    if not args.no_figures:
+        callbacks = [
+            NaNGuard("raise"),
+            # KL per dimension and active units of the per-epoch evaluation (collapse is judged
+            # on the final model below: an untrained model often has no active unit yet)
+            LatentDiagnostics(min_active=0),
+            _EpochLines(args.epochs),
+            CSVLogger(staging / "history.csv"),
+            JSONLogger(staging / "history.json"),
+        ]
+        if args.tensorboard:
+            callbacks.append(TensorBoardLogger(staging / "tensorboard"))
         try:
-            files += _write_figures(out, model, history, evaluation, data.classes, args.seed)
-        except ImportError as exc:
-            _log(None, f"pyvae: figures skipped: {exc}")
-    wall = time.perf_counter() - started
-    metrics["wall_seconds"] = round(wall, 2)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    run = {
-        "pyvae_version": _version(),
-        "command": "demo" if args.demo else "train",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": model.config,
-        "n_parameters": n_params,
-        "data": data_info,
-        "training": training,
-        "metrics": metrics,
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
+            history = fit(
+                model,
+                loader,
+                epochs=args.epochs,
+                optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
+                beta=args.beta,
+                eval_data=evaluation.images,
+                callbacks=callbacks,
+                progress=not args.no_progress,
+            )
+        except (NonFiniteLossError, FloatingPointError) as exc:
+            raise FloatingPointError(
+                f"training diverged: {exc}; lower --lr (now {args.lr})"
+            ) from None
+        train_time = time.perf_counter() - started
+
+        report = evaluate(model, evaluation.images, k=args.k, batch_size=100, seed=args.seed)
+        final = history[-1]
+        metrics: dict[str, Any] = {
+            "eval_neg_elbo": report.neg_elbo,
+            "eval_recon": report.recon,
+            "eval_kl": report.kl,
+            "eval_nll": report.nll,
+            "eval_nll_stderr": report.nll_stderr,
+            "nll_k": args.k,
+            "eval_bits_per_dim": report.bits_per_dim,
+            "eval_ess": report.ess,
+            "active_units": report.active_units,
+            "mutual_information": report.mutual_information,
+            "train_neg_elbo": final["train_neg_elbo"],
+            "n_train": len(train),
+            "n_eval": len(evaluation),
+            "train_seconds": round(train_time, 2),
+        }
+        nll = "not defined" if report.nll is None else f"{report.nll:.2f} ± {report.nll_stderr:.2f}"
+        _log(
+            f"eval: -ELBO {_num(report.neg_elbo)}, NLL (k={args.k}) {nll} nats per image "
+            f"({len(evaluation)} images); {report.active_units} of {model.latent_dim} latent "
+            f"dimensions active"
+        )
+        if report.active_units == 0:
+            _log(
+                "pyvae: warning: posterior collapse: no latent dimension is active (the decoder "
+                "ignores the code); try more epochs, a smaller --beta or another --likelihood"
+            )
+        data_info = {
+            "name": data.name,
+            "data_dir": str(args.data_dir),
+            "seed": args.seed,
+            "limit": args.limit,
+            "eval_limit": args.eval_limit,
+            "note": data.note,
+            "classes": list(data.classes),
+        }
+        training = {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "beta": args.beta,
+            "seed": args.seed,
+            "device": str(device),
+            "optimizer": "Adam",
             "threads": torch.get_num_threads(),
-        },
-        "files": files,
-    }
-    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    if not args.no_figures and "curves.png" in files:
-        _write_report(out / "report.html", run, files)
-        files.append("report.html")
-    _log(None, f"wrote {out}/ ({', '.join(files)}) in {wall:.1f} s")
+        }
+        model.save(
+            staging / CHECKPOINT_NAME,
+            metadata={"data": data_info, "training": training, "metrics": _finite(metrics)},
+        )
+        files = [CHECKPOINT_NAME, "history.csv", "history.json", "metrics.json", "run.json"]
+        files.append("evaluation.json")
+        if args.tensorboard:
+            files.append("tensorboard")
+        (staging / "evaluation.json").write_text(_dumps(report.to_dict()))
+        if figures:
+            files += write_figures(
+                staging,
+                model,
+                history,
+                evaluation.images,
+                evaluation.labels,
+                classes=data.classes,
+                seed=args.seed,
+                kl_per_dim=report.kl_per_dim,
+                active=[v > report.threshold for v in report.latent_variance or []] or None,
+            )
+        wall = time.perf_counter() - started
+        metrics["wall_seconds"] = round(wall, 2)
+        (staging / "metrics.json").write_text(_dumps(metrics))
+        run = {
+            "pyvae_version": _version(),
+            "command": "demo" if args.demo else "train",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": model.config,
+            "n_parameters": n_params,
+            "data": data_info,
+            "training": training,
+            "metrics": metrics,
+            "evaluation": report.to_dict(),
+            "environment": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            },
+            "files": files,
+        }
+        if figures:
+            files.append("report.html")
+            write_report(staging / "report.html", run, files, folder=str(out))
+        (staging / "run.json").write_text(_dumps(run))  # last: a run folder is complete with it
+        _publish(staging, out, args.overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _log(f"wrote {out}/ ({', '.join(files)}) in {wall:.1f} s")
     if "report.html" in files:
-        _log(None, f"open {out / 'report.html'} to see the report")
+        _log(f"open {out / 'report.html'} to see the report")
     return out
+
+
+def _num(value: float | None) -> str:
+    return "not defined" if value is None else f"{value:.2f}"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None (standard JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_finite(value), indent=2, allow_nan=False) + "\n"
 
 
 def _check_data_support(model: Any, images: torch.Tensor) -> None:
@@ -625,145 +762,6 @@ def _check_data_support(model: Any, images: torch.Tensor) -> None:
         )
 
 
-def _write_history(out: Path, history: list[dict[str, float]]) -> None:
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    with open(out / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def _interpolation_pairs(labels: torch.Tensor) -> list[tuple[int, int]]:
-    first: dict[int, int] = {}
-    for i, y in enumerate(labels.tolist()):
-        first.setdefault(int(y), i)
-    pairs = [
-        (first[a], first[b])
-        for a, b in ((0, 6), (1, 7), (3, 8), (4, 9))
-        if a in first and b in first
-    ]
-    if not pairs:
-        n = len(labels)
-        pairs = [(i, i + 1) for i in range(0, min(n - 1, 8), 2)]
-    return pairs
-
-
-def _write_figures(
-    out: Path,
-    model: Any,
-    history: list[dict[str, float]],
-    evaluation: Any,
-    classes: Sequence[str],
-    seed: int,
-) -> list[str]:
-    from pyvae import viz
-    from pyvae.latent import encode_loader
-
-    written = []
-
-    def save(fig: Any, name: str) -> None:
-        viz.save_figure(fig, out / name)
-        written.append(name)
-
-    device = next(model.parameters()).device
-    images, labels = evaluation.images, evaluation.labels
-    save(viz.plot_training_curves(history), "curves.png")
-    save(viz.plot_reconstructions(model, images[:16].to(device)), "reconstructions.png")
-    generator = torch.Generator(device=device).manual_seed(seed)
-    save(viz.plot_samples(model, 64, generator=generator), "samples.png")
-    loader = DataLoader(evaluation.dataset(), batch_size=256)
-    means, ys = encode_loader(model, loader)
-    save(viz.plot_latent(means, ys, class_names=classes, max_points=1500, seed=seed), "latent.png")
-    if model.latent_dim >= 2:
-        save(viz.plot_manifold(model, 15, seed=seed), "manifold.png")
-    else:
-        z = torch.zeros(1, device=device)
-        values = [float(v) for v in torch.linspace(-2.5, 2.5, 11)]
-        save(
-            viz.plot_traversal(model, z, [0], values, title="decoded z_1 (1-D latent space)"),
-            "manifold.png",
-        )
-    pairs = [(images[a].to(device), images[b].to(device)) for a, b in _interpolation_pairs(labels)]
-    save(viz.plot_interpolation(model, pairs, steps=10), "interpolation.png")
-    return written
-
-
-_CAPTIONS = {
-    "curves.png": "Training curves: negative ELBO, reconstruction term and KL per epoch "
-    "(nats per image; solid: training, dashed: evaluation).",
-    "reconstructions.png": "Evaluation images (input rows) and their reconstructions.",
-    "samples.png": "Samples from the prior p(z), decoded to the mean of p(x|z).",
-    "latent.png": "Posterior means of the evaluation images, coloured by class.",
-    "manifold.png": "The decoder over a grid of the latent plane (prior quantiles 5%-95%).",
-    "interpolation.png": "Decoded straight paths between the codes of two evaluation images.",
-}
-
-
-def _write_report(path: Path, run: Mapping[str, Any], files: Iterable[str]) -> None:
-    """A one-page, self-contained-by-folder HTML report of a run."""
-    m = run["metrics"]
-    rows = [
-        ("test negative ELBO", f"{m['eval_neg_elbo']:.2f} nats"),
-        ("  reconstruction -log p(x|z)", f"{m['eval_recon']:.2f} nats"),
-        ("  KL(q(z|x) || p(z))", f"{m['eval_kl']:.2f} nats"),
-        (f"test NLL (importance sampled, k={m['nll_k']})", f"{m['eval_nll']:.2f} nats"),
-        ("train negative ELBO (last epoch)", f"{m['train_neg_elbo']:.2f} nats"),
-        ("images (train / eval)", f"{m['n_train']} / {m['n_eval']}"),
-        ("wall time", f"{m['wall_seconds']:.1f} s"),
-    ]
-    esc = html.escape
-    metric_rows = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
-    settings = {
-        **run["training"],
-        "data": run["data"]["note"],
-        "parameters": f"{run['n_parameters']:,}",
-    }
-    setting_rows = "\n".join(
-        f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in settings.items()
-    )
-    figures = "\n".join(
-        f'<figure><img src="{esc(name)}" alt="{esc(name)}"><figcaption>{esc(caption)}'
-        f"</figcaption></figure>"
-        for name, caption in _CAPTIONS.items()
-        if name in files
-    )
-    links = " · ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in files)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>pyvae run: {esc(run["model"]["name"])} on {esc(run["data"]["name"])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 1.5em auto; color: #222;
-       padding: 0 1em; }}
-h1 {{ font-size: 1.5em; margin-bottom: 0.2em; }} .sub {{ color: #666; margin-top: 0; }}
-.cols {{ display: flex; gap: 2em; flex-wrap: wrap; align-items: flex-start; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-th, td {{ text-align: left; padding: 0.2em 0.8em 0.2em 0; border-bottom: 1px solid #eee;
-          vertical-align: top; }} th {{ font-weight: 600; white-space: pre; }}
-pre {{ background: #f6f6f6; padding: 0.6em; font-size: 0.8em; max-width: 420px;
-       overflow-x: auto; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr));
-         gap: 1em; }}
-figure {{ margin: 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
-figcaption {{ font-size: 0.85em; color: #555; }}
-</style></head><body>
-<h1>pyvae run: {esc(run["model"]["name"])} VAE on {esc(run["data"]["name"])}</h1>
-<p class="sub">pyvae {esc(run["pyvae_version"])} · {esc(run["created"])} ·
-torch {esc(run["environment"]["torch"])} · command <code>pyvae {esc(run["command"])}</code></p>
-<div class="cols">
-<div><h2>Metrics (evaluation split)</h2><table>{metric_rows}</table></div>
-<div><h2>Training</h2><table>{setting_rows}</table></div>
-<div><h2>Model config</h2><pre>{esc(json.dumps(run["model"], indent=2))}</pre></div>
-</div>
-<h2>Figures</h2>
-<div class="grid">
-{figures}
-</div>
-<p>Files: {links}. Load the model with <code>pyvae.load("{esc(str(path.parent))}")</code>.</p>
-</body></html>
-"""
-    path.write_text(page, encoding="utf-8")
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     train_run(args)
     return 0
@@ -775,6 +773,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pyvae.checkpoint import load, read_info
     from pyvae.data import DATASETS, load_dataset
+    from pyvae.evaluator import evaluate
 
     device = _device(args.device)
     info = read_info(args.run)
@@ -798,32 +797,49 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"the model expects inputs of shape {tuple(model.input_shape)}, but the {name} "
             f"images have shape {tuple(evaluation.images.shape[1:])}"
         )
-    torch.manual_seed(args.seed)
-    started = time.perf_counter()
-    elbo_terms = _evaluate_elbo(model, evaluation.images, args.batch_size, device)
-    nll = _evaluate_nll(model, evaluation.images, args.k, args.batch_size, device)
+    if len(evaluation) < 1:
+        raise UsageError(f"no {name} evaluation images to evaluate")
+    save_to = _eval_output(args, info.path)
+    report = evaluate(
+        model,
+        evaluation.images,
+        k=args.k,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        mi_examples=args.mi_examples,
+        progress=not args.no_progress and not args.json,
+    )
     result = {
         "checkpoint": str(info.path),
         "data": name,
         "n_images": len(evaluation),
-        "neg_elbo": elbo_terms["neg_elbo"],
-        "recon": elbo_terms["recon"],
-        "kl": elbo_terms["kl"],
-        "nll": nll,
-        "k": args.k,
-        "seconds": round(time.perf_counter() - started, 2),
+        **report.to_dict(),
     }
+    if save_to is not None:
+        save_to.write_text(_dumps(result))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(_dumps(result), end="")
     else:
         print(f"{info.path}: {type(model).__name__} on {len(evaluation)} {name} evaluation images")
-        nll_label = f"NLL (k={args.k})"
-        print(
-            f"  {'negative ELBO':<16} {result['neg_elbo']:10.3f} nats per image "
-            f"(recon {result['recon']:.3f}, KL {result['kl']:.3f})"
-        )
-        print(f"  {nll_label:<16} {nll:10.3f} nats per image (importance sampled)")
+        print(report.format())
+        if save_to is not None:
+            print(f"(saved to {save_to})")
     return 0
+
+
+def _eval_output(args: argparse.Namespace, checkpoint: Path) -> Path | None:
+    """Where ``pyvae eval`` saves its report: --out, else beside the checkpoint the user named
+    (never a folder that the checkpoint's contents choose)."""
+    if args.no_save:
+        return None
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix.lower() != ".json":
+            raise UsageError(f"--out: expected a .json file, got {out}")
+        if out.is_dir():
+            raise UsageError(f"--out: expected a file, got the folder {out}")
+        return out
+    return checkpoint.parent / f"evaluation-k{args.k}.json"
 
 
 #: The most values ``pyvae sample`` decodes at once (1 GiB of float32).

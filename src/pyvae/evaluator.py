@@ -121,7 +121,7 @@ class EvaluationReport:
             lines.append(f"  reconstruction     {num(self.recon)}")
         if self.nll is not None:
             lines.append(
-                f"  NLL (k={self.k}){' ' * max(1, 10 - len(str(self.k)))}{num(self.nll)} "
+                f"  {f'NLL (k={self.k})':<18} {num(self.nll)} "
                 f"± {num(self.nll_stderr, '')} (standard error), "
                 f"{num(self.bits_per_dim, ' bits/dim', 4)}"
             )

@@ -171,7 +171,11 @@ def _fmt(value: Any, unit: str = " nats", digits: int = 2) -> str:
 
 
 def write_report(
-    path: str | os.PathLike[str], run: Mapping[str, Any], files: Iterable[str]
+    path: str | os.PathLike[str],
+    run: Mapping[str, Any],
+    files: Iterable[str],
+    *,
+    folder: str | None = None,
 ) -> Path:
     """Write the one-page HTML report of a run (the figures are linked, not embedded).
 
@@ -181,6 +185,8 @@ def write_report(
             ``model``, ``evaluation``, ...).
         files: the file names of the run folder, linked at the bottom; figures among them are
             shown.
+        folder: the run folder's name in the report's ``pyvae.load(...)`` hint (default: the
+            folder of ``path``; a run written elsewhere and moved passes its final folder).
     """
     path = Path(path)
     files = list(files)
@@ -194,7 +200,7 @@ def write_report(
         (
             f"test NLL (importance sampled, k={m.get('nll_k')})",
             _fmt(m.get("eval_nll"))
-            + ("" if m.get("eval_nll_stderr") is None else f" ± {m['eval_nll_stderr']:.2f}"),
+            + ("" if m.get("eval_nll_stderr") is None else f" (± {m['eval_nll_stderr']:.2f})"),
         ),
         ("train negative ELBO (last epoch)", _fmt(m.get("train_neg_elbo"))),
         ("images (train / eval)", f"{m.get('n_train')} / {m.get('n_eval')}"),
@@ -204,8 +210,9 @@ def write_report(
     diagnostics = [
         (
             "NLL ± standard error",
-            _fmt(ev.get("nll"))
-            + ("" if ev.get("nll_stderr") is None else f" ± {ev['nll_stderr']:.3f}"),
+            _fmt(ev.get("nll"), "")
+            + ("" if ev.get("nll_stderr") is None else f" ± {ev['nll_stderr']:.2f}")
+            + ("" if ev.get("nll") is None else " nats"),
         ),
         ("bits per dimension", _fmt(ev.get("bits_per_dim"), "", 4)),
         ("ESS / k (importance sampling)", _fmt(ev.get("ess"), "", 3)),
@@ -252,7 +259,7 @@ def write_report(
         ),
         figures="\n".join(figure(n, c) for n, c in CAPTIONS.items() if n in files),
         links=" · ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in files),
-        folder=esc(str(path.parent)),
+        folder=esc(folder if folder is not None else str(path.parent)),
     )
     path.write_text(text, encoding="utf-8")
     return path

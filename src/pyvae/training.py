@@ -80,6 +80,8 @@ class TrainState:
         history: the rows of the finished epochs.
         stop: set to True to stop after the current step (the epoch's row is still written).
         skip_step: set to True (in ``on_loss`` or ``on_backward``) to skip this optimizer step.
+        eval_report: the :class:`pyvae.EvaluationReport` of ``eval_data`` this epoch (None
+            without ``eval_data``).
     """
 
     model: BaseVAE
@@ -92,6 +94,7 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     stop: bool = False
     skip_step: bool = False
+    eval_report: Any = None
 
 
 class Callback:
@@ -276,6 +279,7 @@ def fit(
             row["train_neg_elbo"] = row["train_recon"] + row["train_kl"]
             if eval_data is not None:
                 report = evaluate(model, eval_data, k=None, mutual_information=False, seed=epoch)
+                state.eval_report = report
                 row.update(
                     {
                         "eval_neg_elbo": math.nan if report.neg_elbo is None else report.neg_elbo,
@@ -456,16 +460,17 @@ class LatentDiagnostics(Callback):
     :meth:`measure` (it returns the :class:`pyvae.EvaluationReport`).
 
     Args:
-        data: held-out inputs (tensor or loader); a few hundred examples are enough.
+        data: held-out inputs (tensor or loader); a few hundred examples are enough. ``None``:
+            inside :func:`fit`, reuse its per-epoch evaluation of ``eval_data`` (no second pass).
         threshold: the active-unit threshold on ``Cov_x(E_q[z_d])``.
-        min_active: warn when fewer dimensions are active (default 1: all collapsed).
+        min_active: warn when fewer dimensions are active (default 1: all collapsed; 0: never).
         every: measure every this many epochs.
         mutual_information: also estimate I(x; z) (M^2 posterior evaluations).
     """
 
     def __init__(
         self,
-        data: torch.Tensor | Iterable[Any],
+        data: torch.Tensor | Iterable[Any] | None = None,
         *,
         threshold: float = 0.01,
         min_active: int = 1,
@@ -474,7 +479,9 @@ class LatentDiagnostics(Callback):
     ) -> None:
         self.data = data
         self.threshold = threshold
-        self.min_active = check_positive_int("min_active", min_active)
+        if isinstance(min_active, bool) or not isinstance(min_active, int) or min_active < 0:
+            raise ValueError(f"min_active: expected an integer >= 0, got {min_active!r}")
+        self.min_active = min_active
         self.every = check_positive_int("every", every)
         self.mutual_information = mutual_information
         self.warned = False
@@ -483,6 +490,8 @@ class LatentDiagnostics(Callback):
         """Evaluate the latent statistics now; warns on collapse. Returns the report."""
         from pyvae.evaluator import evaluate
 
+        if self.data is None:
+            raise ValueError("LatentDiagnostics: no data to measure on (pass data=)")
         report = evaluate(
             model,
             self.data,
@@ -490,21 +499,33 @@ class LatentDiagnostics(Callback):
             threshold=self.threshold,
             mutual_information=self.mutual_information,
         )
-        if report.active_units is not None and report.active_units < self.min_active:
+        self._check(model, report)
+        return report
+
+    def _check(self, model: BaseVAE, report: Any) -> None:
+        if report.threshold != self.threshold:
+            active = sum(v > self.threshold for v in report.latent_variance or [])
+        else:
+            active = report.active_units
+        report.active_units = active
+        if active is not None and active < self.min_active:
             self.warned = True
             warnings.warn(
-                f"posterior collapse: {report.active_units} of {model.latent_dim} latent "
+                f"posterior collapse: {active} of {model.latent_dim} latent "
                 f"dimensions are active (Cov_x E[z_d] > {self.threshold:g}); the decoder "
                 f"ignores the code. Try KL warm-up (beta schedule), a smaller beta or free bits",
                 PosteriorCollapseWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        return report
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.epoch % self.every and state.epoch != state.epochs:
             return
-        report = self.measure(state.model)
+        if self.data is None and state.eval_report is not None and not self.mutual_information:
+            report = state.eval_report
+            self._check(state.model, report)
+        else:
+            report = self.measure(state.model)
         state.row["active_units"] = float(report.active_units)
         for d, value in enumerate(report.kl_per_dim or []):
             state.row[f"kl_dim_{d}"] = value
