@@ -380,3 +380,17 @@ def test_every_model_loads_through_the_meta_device(
     state = model.state_dict()
     for key, value in loaded.state_dict().items():
         assert value.dtype == state[key].dtype and torch.equal(value, state[key]), key
+
+
+def test_sparse_and_meta_inputs_get_clear_errors() -> None:
+    model = pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8])
+    with pytest.raises(TypeError, match="x: expected a dense .strided. tensor, got layout"):
+        model(torch.rand(3, 4).to_sparse())
+    meta = model.to("meta")
+    with pytest.raises(ValueError, match="meta device, which holds no values .* value checks"):
+        meta(torch.empty(3, 4, device="meta"))
+    pyvae.set_validate_args(False)
+    try:  # with value checks off the meta device traces shapes (see test_devices.py)
+        assert meta(torch.empty(3, 4, device="meta")).params.shape == (3, 4)
+    finally:
+        pyvae.set_validate_args(True)

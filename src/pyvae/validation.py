@@ -49,7 +49,8 @@ def check_tensor(
     Raises:
         TypeError: not a tensor, a sparse (not strided) tensor, or not floating point / not
             ``dtype``.
-        ValueError: wrong shape or device, or a tensor on the meta device (no values).
+        ValueError: wrong shape or device, or a tensor on the meta device (no values) while
+            value checks are on.
     """
     expected = format_shape(["B" if s is None else s for s in shape])
     if not isinstance(value, torch.Tensor):
@@ -61,10 +62,11 @@ def check_tensor(
             f"{name}: expected a dense (strided) tensor, got layout {value.layout}; convert it "
             f"with .to_dense()"
         )
-    if value.device.type == "meta":
+    if value.device.type == "meta" and validate_args_enabled():
         raise ValueError(
-            f"{name}: got a tensor on the meta device, which holds no values (only shapes); "
-            f"pass real data on the model's device"
+            f"{name}: got a tensor on the meta device, which holds no values (only shapes), "
+            f"while value checks are on; pass real data, or switch value checks off with "
+            f"pyvae.set_validate_args(False) to trace shapes on the meta device"
         )
     if not value.is_floating_point():
         hint = " (for images in 0..255, use x.float() / 255)" if value.dtype == torch.uint8 else ""
