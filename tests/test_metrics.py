@@ -190,5 +190,5 @@ def test_bad_input_is_named(codes: object, factors: object, match: str) -> None:
 
 def test_factorvae_needs_repeated_values() -> None:
     f = np.arange(10.0)[:, None]
-    with pytest.raises(ValueError, match="occurs once"):
+    with pytest.raises(ValueError, match="occurs twice"):
         M.factorvae_score(np.random.default_rng(0).normal(size=(10, 2)), f)

@@ -185,7 +185,7 @@ def _call(fn: Any, value: torch.Tensor, y: torch.Tensor | None) -> Any:
 def _point(posterior: Distribution) -> torch.Tensor:
     """The deterministic point of q(z|x) (its mean; pyvae.posteriors.latent_point when there)."""
     try:
-        from pyvae.posteriors import latent_point  # type: ignore[attr-defined]
+        from pyvae.posteriors import latent_point  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return posterior.mean
     return latent_point(posterior)  # type: ignore[no-any-return]

@@ -247,12 +247,11 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 if terms is None:
                     state.skip_step = True
-                if not state.skip_step:
-                    assert terms is not None
+                if not state.skip_step and terms is not None:
                     terms.loss.backward()
                     for cb in callbacks:
                         cb.on_backward(state)
-                if state.skip_step:
+                if state.skip_step or terms is None:
                     optimizer.zero_grad(set_to_none=True)
                 else:
                     optimizer.step()

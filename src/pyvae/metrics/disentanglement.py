@@ -378,7 +378,7 @@ def factorvae_score(
 
     Args:
         codes: (N, D) latent codes (e.g. posterior means).
-        factors: (N, F) discrete factors; every value must occur at least twice.
+        factors: (N, F) discrete factors; the votes fix only values that occur at least twice.
         batch_size: rows per vote.
         n_votes: the number of votes.
         seed: the seed of the votes.
@@ -398,9 +398,10 @@ def factorvae_score(
     groups = []
     for j in range(f.shape[1]):
         values = [np.flatnonzero(labels[:, j] == v) for v in range(int(labels[:, j].max()) + 1)]
-        if min(len(v) for v in values) < 2:
+        values = [rows for rows in values if len(rows) >= 2]  # a vote needs two rows to share it
+        if not values:
             raise ValueError(
-                f"factors: column {j} has a value that occurs once; the FactorVAE score needs "
+                f"factors: no value of column {j} occurs twice; the FactorVAE score needs "
                 f"discrete factors with repeated values"
             )
         groups.append(values)
