@@ -328,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_sample)
 
+    from pyvae.app import add_parser as add_playground_parser  # imports no Streamlit
+
+    add_playground_parser(sub)
+
     p = sub.add_parser("list", help="list the registered models, likelihoods, priors, data sets")
     p.set_defaults(func=_cmd_list)
     return parser
