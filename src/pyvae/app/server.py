@@ -67,6 +67,9 @@ def streamlit_command(source: str | os.PathLike[str], *, host: str, port: int) -
         "browser.gatherUsageStats": "false",  # nothing leaves the machine
         "server.fileWatcherType": "none",
         "server.runOnSave": "false",
+        # A full garbage collection after every rerun holds the GIL for 100-300 ms with torch
+        # loaded, so the redraw waits for it; Python's own collector still runs as usual.
+        "runner.postScriptGC": "false",
         "server.maxUploadSize": "5",  # MB; uploads are single small images
         "global.developmentMode": "false",
         "client.toolbarMode": "minimal",
