@@ -341,10 +341,16 @@ class Playground:
     # -- reference points of the latent space ---------------------------------------------------
     def _prior(self) -> Distribution | None:
         model = self.model
-        if hasattr(model, "prior_distribution"):
-            return model.prior_distribution()  # type: ignore[no-any-return]
-        prior = getattr(model, "prior", None)
-        return None if prior is None else prior()
+        if getattr(model, "prior", None) is None:
+            return None  # an autoencoder (pyvae >= 0.2: prior=None)
+        key = ("prior",)
+        if key not in self._cache:
+            with torch.no_grad():
+                if hasattr(model, "prior_distribution"):  # pyvae >= 0.2 (VampPrior's encoder)
+                    self._cache[key] = model.prior_distribution()
+                else:
+                    self._cache[key] = model.prior()
+        return self._cache[key]  # type: ignore[no-any-return]
 
     def has_prior(self) -> bool:
         """Whether the model has a prior p(z) (an autoencoder has none)."""

@@ -398,8 +398,9 @@ def map_panel(pg: Playground, y: int | None) -> None:
                 help="click a point in the map, or type its index",
             )
         )
-        try:
-            image = pg.decode(pg.code_of(index)[None], y)[0]
+        own = pg.num_classes is not None and pg.labels is not None
+        try:  # a conditional model decodes a point with the class of its image
+            image = pg.decode(pg.code_of(index)[None], int(labels[index]) if own else y)[0]
         except Exception as exc:
             _panel_error("Decoding", exc)
             return
