@@ -34,9 +34,9 @@ FLAGS = [
 ]
 # Where the network is not wanted: every host name fails to resolve except the loopback's.
 OFFLINE_FLAGS = [
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
     "--proxy-server=127.0.0.1:9",  # discard port: any request through a proxy fails at once
-    "--proxy-bypass-list=<-loopback>",
+    "--proxy-bypass-list=127.0.0.1;localhost",  # only the loopback goes direct
 ]
 
 

@@ -84,7 +84,7 @@ def test_moving_a_slider_in_the_browser_changes_the_image(tmp_path: Path) -> Non
     argv = [sys.executable, "-m", "pyvae", "playground", str(source), "--port", str(port)]
     with (
         server(argv, f"{url}/_stcore/health", tmp_path / "server.log") as process,
-        chromium(tmp_path / "profile") as driver,
+        chromium(tmp_path / "profile", size=(1280, 1150)) as driver,
     ):
         driver.get(url)
         _wait(lambda: _image_src(driver), 120, "the decoded image")
