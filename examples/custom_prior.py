@@ -1,9 +1,10 @@
 """A custom prior, registered by name so that models, configs and checkpoints can use it.
 
 A prior is a module whose ``forward()`` returns p(z) as a ``torch.distributions`` distribution
-with event shape (latent_dim,); it creates its tensors in ``attach`` (called by the model once
-``latent_dim`` is known). Here: a factorised Laplace prior with a learned scale per dimension,
-``p(z) = prod_d Laplace(z_d; 0, b_d)``, a heavier-tailed alternative to N(0, I). There is no
+with event shape (latent_dim,); it takes ``latent_dim`` as an argument (a model passes its own when
+it builds the prior by name) and creates its tensors in ``__init__``. Here: a factorised Laplace
+prior with a learned scale per dimension, ``p(z) = prod_d Laplace(z_d; 0, b_d)``, a
+heavier-tailed alternative to N(0, I). There is no
 closed-form KL between the Gaussian posterior and a Laplace, so pyvae uses the one-sample Monte
 Carlo estimate ``log q(z|x) - log p(z)`` automatically.
 
@@ -37,17 +38,15 @@ class LaplacePrior(pyvae.Prior):
     """Factorised Laplace p(z) with a learned positive scale per latent dimension.
 
     Args:
+        latent_dim: the size of the latent space (the model passes it).
         init_scale: the initial scale b of every dimension (> 0).
     """
 
     log_scale: nn.Parameter
 
-    def __init__(self, init_scale: float = 1.0) -> None:
-        super().__init__()  # the arguments are recorded: the config is {"name": ..., "init_scale"}
+    def __init__(self, latent_dim: int, init_scale: float = 1.0) -> None:
+        super().__init__(latent_dim)  # the arguments are recorded in the prior's config
         self.init_scale = float(init_scale)
-
-    def attach(self, model: pyvae.BaseVAE) -> None:
-        super().attach(model)  # sets self.latent_dim
         init = torch.full((self.latent_dim,), self.init_scale).log()
         self.log_scale = nn.Parameter(init)  # saved and loaded with the model's weights
 

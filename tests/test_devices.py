@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny import SHAPE, tiny_model
+from tiny import SHAPE, tiny_model, vae_models
 from torch import nn
 
 import pyvae
@@ -35,7 +35,7 @@ def device_model(name: str, likelihood: str = "bernoulli", prior: str = "normal"
 
 def combos() -> Iterator[tuple[str, str, str]]:
     likelihoods, priors = pyvae.list_likelihoods(), pyvae.list_priors()
-    for model in pyvae.list_models():
+    for model in vae_models():
         for i in range(max(len(likelihoods), len(priors))):
             yield model, likelihoods[i % len(likelihoods)], priors[i % len(priors)]
 
@@ -66,7 +66,7 @@ def test_to_float64_moves_everything(model_name: str, likelihood: str, prior: st
         if tensor.is_floating_point():
             assert tensor.dtype == torch.float64, name
     # the prior's distribution, the likelihood's (learned) scale, the outputs and the loss follow
-    p = model.prior()
+    p = model.prior_distribution()
     assert p.sample((2,)).dtype == torch.float64
     assert p.log_prob(torch.zeros(2, model.latent_dim, dtype=torch.float64)).dtype == torch.float64
     x = torch.rand(5, *SHAPE, dtype=torch.float64)
@@ -137,11 +137,13 @@ def test_deepcopy_gives_an_independent_model(prior: str) -> None:
     model = device_model("mlp", "bernoulli", prior).eval()
     clone = copy.deepcopy(model)
     z = torch.randn(4, model.latent_dim)
-    before = model.prior().log_prob(z)
-    torch.testing.assert_close(clone.prior().log_prob(z), before)
+    before = model.prior_distribution().log_prob(z)
+    torch.testing.assert_close(clone.prior_distribution().log_prob(z), before)
     with torch.no_grad():
         for p in clone.parameters():
             p.add_(0.5)
-    torch.testing.assert_close(model.prior().log_prob(z), before)  # the original is untouched
+    torch.testing.assert_close(
+        model.prior_distribution().log_prob(z), before
+    )  # the original is untouched
     if any(True for _ in model.prior.parameters()) or prior == "vamp":
-        assert not torch.allclose(clone.prior().log_prob(z), before)
+        assert not torch.allclose(clone.prior_distribution().log_prob(z), before)

@@ -86,7 +86,9 @@ def test_bad_method_and_missing_closed_form_are_clear_errors() -> None:
         pyvae.kl_divergence(q, q, method="exact")  # type: ignore[arg-type]
     model = pyvae.build("mlp", input_shape=(4,), latent_dim=2, hidden_dims=(4,), prior="mog")
     with pytest.raises(NotImplementedError, match=r"no closed-form KL .*register_kl"):
-        pyvae.kl_divergence(model.encode(torch.rand(1, 4)), model.prior(), method="closed_form")
+        pyvae.kl_divergence(
+            model.encode(torch.rand(1, 4)), model.prior_distribution(), method="closed_form"
+        )
 
 
 # -- mixtures: no closed form; the Monte Carlo estimate is unbiased ------------------------------
@@ -130,7 +132,7 @@ def test_mixture_kl_is_an_unbiased_monte_carlo_estimate(prior: dict[str, Any], s
             p.add_(0.5 * torch.randn_like(p))
     x = torch.rand(2, 6)
     with torch.no_grad():
-        q, p_z = model.encode(x), model.prior()
+        q, p_z = model.encode(x), model.prior_distribution()
         n = 4000
         z = q.rsample((n,))
         ours = pyvae.kl_divergence(q, p_z, z).double().numpy()  # "auto": no closed form -> MC

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import mpmath
@@ -236,11 +237,16 @@ def test_data_outside_the_unit_interval_is_refused(name: str) -> None:
         lik.log_prob(x, torch.zeros_like(x))
 
 
-def test_learned_scale_needs_a_model() -> None:
-    with pytest.raises(RuntimeError, match="pass it to a model"):
-        pyvae.GaussianLikelihood(learn_scale="global").log_prob(
-            torch.zeros(1, 2), torch.zeros(1, 2)
-        )
+def test_per_dimension_scale_needs_the_data_shape() -> None:
+    with pytest.raises(pyvae.ConfigError, match="event_shape: learn_scale='per_dim' needs"):
+        pyvae.GaussianLikelihood(learn_scale="per_dim")
+    # built on its own with the shape (or a global scale), a learned scale is usable at once
+    lik = pyvae.GaussianLikelihood(learn_scale="per_dim", event_shape=(2,))
+    assert lik.scale.shape == (2,)
+    x = torch.zeros(1, 2)
+    expected = -2 * (math.log(2 * math.pi) / 2)  # N(0; 0, 1) per dimension, summed
+    torch.testing.assert_close(lik.log_prob(x, x), torch.tensor([expected]))
+    assert pyvae.GaussianLikelihood(learn_scale="global").scale.shape == ()
 
 
 def test_learned_scale_is_saved_moved_and_rebuilt() -> None:
@@ -256,6 +262,7 @@ def test_learned_scale_is_saved_moved_and_rebuilt() -> None:
         "scale": 0.2,
         "learn_scale": "per_dim",
         "min_scale": 1e-3,
+        "event_shape": list(SHAPE),  # passed by the model
     }
     with torch.no_grad():
         model.likelihood.raw_scale.add_(torch.randn(SHAPE))

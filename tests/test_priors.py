@@ -49,7 +49,7 @@ def test_standard_normal_matches_scipy() -> None:
     model = build("normal")
     z = z_points()
     expected = stats.norm.logpdf(z.numpy()).sum(-1)
-    np.testing.assert_allclose(numpy(model.prior().log_prob(z)), expected, rtol=1e-12)
+    np.testing.assert_allclose(numpy(model.prior_distribution().log_prob(z)), expected, rtol=1e-12)
     assert list(model.prior.parameters()) == []
     assert not any(key.startswith("prior.") for key in model.state_dict())  # nothing to save
 
@@ -91,7 +91,7 @@ def test_vamp_prior_is_the_mixture_of_the_encoded_pseudo_inputs() -> None:
     loc, scale = numpy(posterior.base_dist.loc), numpy(posterior.base_dist.scale)
     z = z_points()
     expected = mixture_log_prob(z.numpy(), np.full(6, -np.log(6)), loc, scale)
-    log_p = prior().log_prob(z)
+    log_p = prior(model.encode).log_prob(z)
     np.testing.assert_allclose(numpy(log_p), expected, rtol=1e-12)
     # The encoder belongs to the model only; gradients reach it and the pseudo-inputs.
     assert [k for k in model.state_dict() if k.startswith("prior.")] == ["prior.pseudo_inputs"]
@@ -111,13 +111,15 @@ def test_vamp_prior_encodes_clean_pseudo_inputs_in_a_denoising_model() -> None:
     )
     model.train()
     z = z_points(5)
-    first, second = model.prior().log_prob(z), model.prior().log_prob(z)
+    first, second = model.prior_distribution().log_prob(z), model.prior_distribution().log_prob(z)
     torch.testing.assert_close(first, second)  # the corruption would make them differ
 
 
 def test_vamp_prior_without_a_model_is_a_clear_error() -> None:
-    with pytest.raises(RuntimeError, match="VampPrior needs an encoder"):
-        pyvae.VampPrior()()
+    prior = pyvae.VampPrior(latent_dim=2, input_shape=(5,))  # usable at once: no attach step
+    assert prior.pseudo_inputs.shape == (50, 5)
+    with pytest.raises(TypeError, match="VampPrior needs the model's encoder"):
+        prior.sample(3)
 
 
 @pytest.mark.parametrize("name", ["mog", "vamp"])
@@ -155,5 +157,7 @@ def test_prior_state_is_saved_rebuilt_and_moved(spec: str | dict[str, Any]) -> N
     rebuilt = pyvae.build(model.config)
     rebuilt.load_state_dict(model.state_dict())
     z = torch.randn(7, LATENT)
-    torch.testing.assert_close(rebuilt.prior().log_prob(z), model.prior().log_prob(z))
-    assert model.double().prior().sample((2,)).dtype == torch.float64
+    torch.testing.assert_close(
+        rebuilt.prior_distribution().log_prob(z), model.prior_distribution().log_prob(z)
+    )
+    assert model.double().prior_distribution().sample((2,)).dtype == torch.float64

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.distributions import Independent, Normal
 
 import pyvae
-from pyvae.nn import GaussianHead
+from pyvae.posteriors import DiagonalGaussianHead
 
 dims = st.integers(1, 6)
 batches = st.integers(1, 4)
@@ -90,7 +90,7 @@ def test_kl_is_zero_when_the_posterior_is_the_prior(seed: int) -> None:
 
 @given(raw=st.floats(-1e6, 1e6, allow_nan=False))
 def test_posterior_stays_finite_for_extreme_encoder_outputs(raw: float) -> None:
-    head = GaussianHead(1, 2)
+    head = DiagonalGaussianHead(1, 2)
     with torch.no_grad():
         head.linear.weight.fill_(raw)
         head.linear.bias.zero_()

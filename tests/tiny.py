@@ -15,6 +15,7 @@ TINY: dict[str, dict[str, Any]] = {
     "mlp": {"hidden_dims": (16,)},
     "conv": {"channels": (4,), "hidden_dim": 8},
     "denoising": {"backbone": "mlp", "hidden_dims": (16,)},
+    "ae": {"hidden_dims": (16,)},
 }
 PRIOR_CONFIG: dict[str, dict[str, Any]] = {"vamp": {"n_components": 3}, "mog": {"n_components": 3}}
 
@@ -35,12 +36,20 @@ def tiny_model(
 ) -> pyvae.BaseVAE:
     """A tiny model on (1, 8, 8) inputs; ``overrides`` replace entries of its TINY config."""
     config = {"input_shape": SHAPE, "latent_dim": latent_dim, **TINY.get(name, {}), **overrides}
-    return pyvae.build(
-        name,
-        likelihood=likelihood_spec(likelihood),
-        prior={"name": prior, **PRIOR_CONFIG.get(prior, {})},
-        **config,
-    )
+    if takes_prior(name):
+        config["prior"] = {"name": prior, **PRIOR_CONFIG.get(prior, {})}
+    return pyvae.build(name, likelihood=likelihood_spec(likelihood), **config)
+
+
+def vae_models() -> list[str]:
+    """The registered models with a prior and a stochastic posterior (the deterministic
+    autoencoder ``ae`` has neither; pyvae.testing.check_model covers it)."""
+    return [m for m in pyvae.list_models() if takes_prior(m)]
+
+
+def takes_prior(model: str) -> bool:
+    """Whether a model has a prior to choose (the autoencoder has none)."""
+    return "prior" in inspect.signature(pyvae.MODELS.get(model).__init__).parameters
 
 
 def pairs() -> Iterator[tuple[str, str, str]]:
@@ -49,6 +58,6 @@ def pairs() -> Iterator[tuple[str, str, str]]:
     for model in pyvae.list_models():
         for likelihood in pyvae.list_likelihoods():
             yield model, likelihood, "normal"
-        for prior in pyvae.list_priors():
+        for prior in pyvae.list_priors() if takes_prior(model) else []:
             if prior != "normal":
                 yield model, "bernoulli", prior

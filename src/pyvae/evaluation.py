@@ -3,8 +3,9 @@ and a KL warm-up schedule for training loops.
 
 Every number here is per example, shape (B,), in nats, with all normalising constants included
 (so a Gaussian likelihood gives a true log-density); nothing is averaged over the batch. They work
-for every model, likelihood and prior: they only use ``model.encode``, ``model.decode``,
-``model.likelihood`` and ``model.prior``.
+for every model, likelihood, prior and posterior family with a density: they only use
+``model.encode``, ``model.decode``, ``model.likelihood`` and ``model.prior_distribution()``. A
+conditional model takes its labels as ``y=`` (shape (B,)); the numbers are then log p(x|y).
 
 With importance weights ``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)``, ``z_i ~ q(z|x)``:
 
@@ -15,7 +16,8 @@ With importance weights ``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)``, 
 * :func:`log_likelihood` is the same estimator with a large ``k`` (5000 by default), in eval mode
   and without gradients: the "test NLL" that papers report (as ``-log_likelihood``).
 
-Training with the IWAE objective instead of the ELBO::
+Training with the IWAE objective instead of the ELBO: build the model with
+``objective={"name": "iwae", "k": 5}``, or in your own loop::
 
     loss = -pyvae.iwae_bound(model, x, k=5).mean()
     loss.backward()
@@ -48,9 +50,24 @@ def _check_chunk_size(chunk_size: int | None) -> None:
         check_positive_int("chunk_size", chunk_size)
 
 
+def _prepare(
+    model: BaseVAE, x: torch.Tensor, y: torch.Tensor | None
+) -> tuple[torch.Tensor | None, Distribution, Distribution]:
+    """Check x and y; q(z|x) and p(z)."""
+    model.check_input(x)
+    y = model.check_labels(y, x.shape[0])
+    if model.prior is None:
+        raise ValueError(
+            f"{type(model).__name__} has no prior (e.g. a deterministic autoencoder): the ELBO "
+            f"and likelihood bounds are undefined; evaluate its reconstruction term instead"
+        )
+    return y, model._encode(x, y), model.prior_distribution()
+
+
 def _samples(
     model: BaseVAE,
     x: torch.Tensor,
+    y: torch.Tensor | None,
     posterior: Distribution,
     k: int,
     chunk_size: int | None,
@@ -62,13 +79,19 @@ def _samples(
     for start in range(0, k, per_chunk):
         n = min(per_chunk, k - start)
         z = posterior.rsample((n,))
-        params = model.decode(z.reshape(n * batch, -1))
+        labels = None if y is None else y.expand(n, batch).reshape(n * batch)
+        params = model._decode(z.reshape(n * batch, -1), labels)
         repeated = x.expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
         yield z, model.likelihood.log_prob(repeated, params).view(n, batch)
 
 
 def iwae_bound(
-    model: BaseVAE, x: torch.Tensor, k: int, *, chunk_size: int | None = None
+    model: BaseVAE,
+    x: torch.Tensor,
+    k: int,
+    *,
+    y: torch.Tensor | None = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """The importance-weighted bound ``log (1/k) sum_i w_i`` per example, in nats, shape (B,).
 
@@ -81,18 +104,18 @@ def iwae_bound(
         model: any pyvae model.
         x: inputs of shape (B, *input_shape).
         k: the number of importance samples per example.
+        y: the labels of a conditional model, shape (B,).
         chunk_size: decode at most ``max(chunk_size, B)`` samples at once (``None``: all
             ``k * B`` in one pass).
 
     Returns:
         Tensor of shape (B,): ``logsumexp_i(log w_i) - log k``.
     """
-    model.check_input(x)
     check_positive_int("k", k)
     _check_chunk_size(chunk_size)
-    posterior, prior = model.encode(x), model.prior()
+    y, posterior, prior = _prepare(model, x, y)
     total: torch.Tensor | None = None  # logsumexp of the log-weights so far, (B,): O(B) memory
-    for z, log_px in _samples(model, x, posterior, k, chunk_size):
+    for z, log_px in _samples(model, x, y, posterior, k, chunk_size):
         chunk = torch.logsumexp(log_px + prior.log_prob(z) - posterior.log_prob(z), dim=0)
         total = chunk if total is None else torch.logaddexp(total, chunk)
     assert total is not None  # k >= 1
@@ -104,6 +127,7 @@ def elbo(
     x: torch.Tensor,
     *,
     k: int = 1,
+    y: torch.Tensor | None = None,
     kl_method: KLMethod = "auto",
     chunk_size: int | None = None,
 ) -> torch.Tensor:
@@ -119,26 +143,31 @@ def elbo(
         model: any pyvae model.
         x: inputs of shape (B, *input_shape).
         k: the number of samples of z per example.
+        y: the labels of a conditional model, shape (B,).
         kl_method: ``"auto"``, ``"closed_form"`` or ``"monte_carlo"``.
         chunk_size: decode at most ``max(chunk_size, B)`` samples at once (``None``: all).
 
     Returns:
         Tensor of shape (B,).
     """
-    model.check_input(x)
     check_positive_int("k", k)
     _check_chunk_size(chunk_size)
-    posterior, prior = model.encode(x), model.prior()
+    y, posterior, prior = _prepare(model, x, y)
     terms = [  # (n, B) each; a closed-form KL, of shape (B,), broadcasts
         log_px - kl_divergence(posterior, prior, z, method=kl_method)
-        for z, log_px in _samples(model, x, posterior, k, chunk_size)
+        for z, log_px in _samples(model, x, y, posterior, k, chunk_size)
     ]
     return torch.cat(terms).mean(dim=0)
 
 
 @torch.no_grad()
 def log_likelihood(
-    model: BaseVAE, x: torch.Tensor, *, k: int = 5000, chunk_size: int = 4096
+    model: BaseVAE,
+    x: torch.Tensor,
+    *,
+    y: torch.Tensor | None = None,
+    k: int = 5000,
+    chunk_size: int = 4096,
 ) -> torch.Tensor:
     """The importance-sampled estimate of ``log p(x)`` per example, in nats, shape (B,).
 
@@ -152,6 +181,7 @@ def log_likelihood(
     Args:
         model: any pyvae model.
         x: inputs of shape (B, *input_shape).
+        y: the labels of a conditional model, shape (B,) (the estimate is then log p(x|y)).
         k: the number of importance samples per example.
         chunk_size: the largest number of samples (over the batch) decoded at once.
     """
@@ -159,7 +189,7 @@ def log_likelihood(
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        return iwae_bound(model, x, k, chunk_size=chunk_size)
+        return iwae_bound(model, x, k, y=y, chunk_size=chunk_size)
     finally:
         for module, mode in modes:
             module.training = mode

@@ -7,7 +7,10 @@
   (the "manifold" picture), decoded.
 
 Everything decodes to the mean of p(x|z) (``model.likelihood.mean``), runs without gradients and
-leaves the model's train/eval mode as it was (the model is put in eval mode while it runs).
+leaves the model's train/eval mode as it was (the model is put in eval mode while it runs). Codes
+are posterior points (:func:`pyvae.posteriors.latent_point`: the mean for Gaussians). For a
+conditional model, pass the class ``y`` to decode with (and the loader's labels are used to
+encode).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any, Literal
 import torch
 
 from pyvae.models.base import BaseVAE
+from pyvae.posteriors import latent_point
+from pyvae.priors import draw
 
 __all__ = [
     "encode_loader",
@@ -48,14 +53,29 @@ def _device_dtype(model: BaseVAE) -> tuple[torch.device, torch.dtype]:
     return p.device, p.dtype
 
 
+def _labels(model: BaseVAE, y: int | None, n: int, device: torch.device) -> torch.Tensor | None:
+    """``n`` copies of the class ``y`` for a conditional model (None for an unconditional one)."""
+    if model.num_classes is None:
+        if y is not None:
+            raise ValueError(f"y: the model is unconditional and takes no class, got {y!r}")
+        return None
+    if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < model.num_classes:
+        raise ValueError(
+            f"y: the model is conditional: expected a class in [0, {model.num_classes - 1}], "
+            f"got {y!r}"
+        )
+    return torch.full((n,), y, dtype=torch.long, device=device)
+
+
 def encode_loader(
     model: BaseVAE, loader: Iterable[Any], *, device: str | torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Posterior means of every batch of a loader.
+    """Posterior means (points) of every batch of a loader.
 
     Args:
         model: the model.
-        loader: yields ``x`` or ``(x, y, ...)`` batches, x of shape (B, *input_shape).
+        loader: yields ``x`` or ``(x, y, ...)`` batches, x of shape (B, *input_shape) (a
+            conditional model needs the labels y and encodes with them).
         device: where to run the encoder (default: the model's device).
 
     Returns:
@@ -69,9 +89,17 @@ def encode_loader(
     with _evaluating(model):
         for batch in loader:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            y = None
             if isinstance(batch, (tuple, list)) and len(batch) > 1:
-                labels.append(torch.as_tensor(batch[1]).cpu())
-            means.append(model.encode(x.to(device, dtype)).mean.cpu())
+                y = torch.as_tensor(batch[1])
+                labels.append(y.cpu())
+            if model.num_classes is None:
+                y = None
+            elif y is None:
+                raise ValueError("loader: a conditional model needs (x, y) batches to encode")
+            else:
+                y = y.to(device)
+            means.append(latent_point(model._encode(x.to(device, dtype), y)).cpu())
     if not means:
         raise ValueError("encode_loader: the loader yielded no batches")
     return torch.cat(means), (torch.cat(labels) if labels else None)
@@ -116,6 +144,7 @@ def interpolate(
     steps: int = 10,
     *,
     method: Literal["linear", "slerp"] = "linear",
+    y: int | None = None,
 ) -> torch.Tensor:
     """Decode the path between the posterior means of two inputs.
 
@@ -125,6 +154,7 @@ def interpolate(
         x1: the second input, of the same shape.
         steps: points on the path, endpoints included (>= 2).
         method: ``"linear"`` or ``"slerp"`` (see :func:`interpolate_latents`).
+        y: for a conditional model, the class both inputs are encoded and decoded with.
 
     Returns:
         (steps, *input_shape): decoded means, on the model's device.
@@ -132,9 +162,9 @@ def interpolate(
     device, dtype = _device_dtype(model)
     xs = [x.reshape(1, *model.input_shape).to(device, dtype) for x in (x0, x1)]
     with _evaluating(model):
-        z = model.encode(torch.cat(xs)).mean
+        z = latent_point(model._encode(torch.cat(xs), _labels(model, y, 2, device)))
         path = interpolate_latents(z[0], z[1], steps, method=method)
-        return model.likelihood.mean(model.decode(path))
+        return model.likelihood.mean(model._decode(path, _labels(model, y, steps, device)))
 
 
 def traverse(
@@ -142,8 +172,11 @@ def traverse(
     z: torch.Tensor,
     dim: int,
     values: Sequence[float] | torch.Tensor = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0),
+    *,
+    y: int | None = None,
 ) -> torch.Tensor:
-    """Set latent dimension ``dim`` of the code ``z`` (D,) to each of ``values``, decode each.
+    """Set latent dimension ``dim`` of the code ``z`` (D,) to each of ``values``, decode each
+    (with the class ``y`` for a conditional model).
 
     Returns:
         (len(values), *input_shape): decoded means.
@@ -157,7 +190,7 @@ def traverse(
     codes = z.to(device, dtype).repeat(len(vals), 1)
     codes[:, dim] = vals
     with _evaluating(model):
-        return model.likelihood.mean(model.decode(codes))
+        return model.likelihood.mean(model._decode(codes, _labels(model, y, len(vals), device)))
 
 
 def latent_grid_points(
@@ -193,7 +226,7 @@ def latent_grid_points(
     device, dtype = _device_dtype(model)
     with _evaluating(model):
         gen = torch.Generator(device=device).manual_seed(seed)
-        samples = model.prior.sample(n_prior_samples, generator=gen).to(dtype)
+        samples = draw(model.prior_distribution(), n_prior_samples, generator=gen).to(dtype)
     levels = torch.linspace(lo, hi, n, dtype=dtype, device=samples.device)
     vx = torch.quantile(samples[:, dims[0]], levels)
     vy = torch.quantile(samples[:, dims[1]], levels)
@@ -212,13 +245,16 @@ def latent_grid(
     dims: tuple[int, int] = (0, 1),
     quantiles: tuple[float, float] = (0.05, 0.95),
     seed: int = 0,
+    y: int | None = None,
 ) -> torch.Tensor:
-    """Decode an ``n`` x ``n`` grid over a latent plane (see :func:`latent_grid_points`).
+    """Decode an ``n`` x ``n`` grid over a latent plane (see :func:`latent_grid_points`), with
+    the class ``y`` for a conditional model.
 
     Returns:
         (n * n, *input_shape): decoded means, row-major, the top row at the highest value of
         ``dims[1]``.
     """
     codes, _, _ = latent_grid_points(model, n, dims=dims, quantiles=quantiles, seed=seed)
+    labels = _labels(model, y, len(codes), codes.device)
     with _evaluating(model):
-        return model.likelihood.mean(model.decode(codes))
+        return model.likelihood.mean(model._decode(codes, labels))

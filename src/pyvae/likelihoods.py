@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import TYPE_CHECKING, ClassVar, Literal
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +31,9 @@ from torch.distributions import (
     constraints,
 )
 
-from pyvae.config import ConfigError, Configurable
+from pyvae.config import ConfigError, Configurable, check_positive_ints
 from pyvae.registry import Registry
 from pyvae.validation import in_range, validate_args_enabled
-
-if TYPE_CHECKING:
-    from pyvae.models.base import BaseVAE
 
 __all__ = [
     "LIKELIHOODS",
@@ -54,19 +52,12 @@ class Likelihood(Configurable, nn.Module, abc.ABC):
     """Base class of likelihoods p(x|z).
 
     Subclasses define :meth:`distribution` (and ``support``, the constraint the data must meet);
-    they may override :meth:`log_prob` and :meth:`mean` with faster direct formulas.
+    they may override :meth:`log_prob` and :meth:`mean` with faster direct formulas. A likelihood
+    with parameters shaped like the data takes an ``event_shape`` argument, which a model passes
+    (its ``input_shape``) when it builds the likelihood by name or dict.
     """
 
     support: constraints.Constraint = constraints.real
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.event_shape: tuple[int, ...] = ()
-
-    def attach(self, model: BaseVAE) -> None:
-        """Called once by the model that owns this likelihood, with its ``input_shape`` set.
-        Create size-dependent parameters here."""
-        self.event_shape = tuple(model.input_shape)
 
     @abc.abstractmethod
     def distribution(self, params: torch.Tensor) -> Distribution:
@@ -210,6 +201,8 @@ class _LocScaleLikelihood(Likelihood):
             learned scale per data dimension, shape ``input_shape``).
         min_scale: a floor (>= 0) under a learned scale, ``scale = min_scale + softplus(raw)``,
             so that the log-density stays bounded on data with constant dimensions.
+        event_shape: the shape of one example (a model passes its ``input_shape``); needed for
+            ``learn_scale="per_dim"``.
     """
 
     family: ClassVar[type[Normal] | type[Laplace]]
@@ -220,8 +213,11 @@ class _LocScaleLikelihood(Likelihood):
         scale: float = 1.0,
         learn_scale: ScaleMode | None = None,
         min_scale: float = 1e-3,
+        event_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(scale, bool):
+            raise ConfigError(f"scale: expected a positive finite number, got {scale!r}")
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise ConfigError(f"scale: expected a positive finite number, got {scale!r}")
         if learn_scale not in (None, "global", "per_dim"):
@@ -234,15 +230,20 @@ class _LocScaleLikelihood(Likelihood):
             raise ConfigError(
                 f"min_scale: expected a number >= 0 and below scale={scale!r}, got {min_scale!r}"
             )
+        if learn_scale == "per_dim" and event_shape is None:
+            raise ConfigError(
+                "event_shape: learn_scale='per_dim' needs the data's shape; build the likelihood "
+                "through a model (which passes its input_shape) or pass event_shape"
+            )
+        self.event_shape = (
+            None if event_shape is None else check_positive_ints("event_shape", event_shape)
+        )
         self.init_scale = float(scale)
         self.learn_scale = learn_scale
         self.min_scale = float(min_scale)
         self.raw_scale = None
-
-    def attach(self, model: BaseVAE) -> None:
-        super().attach(model)
-        if self.learn_scale is not None:
-            shape = self.event_shape if self.learn_scale == "per_dim" else ()
+        if learn_scale is not None:
+            shape = self.event_shape if learn_scale == "per_dim" and self.event_shape else ()
             v = self.init_scale - self.min_scale
             raw = v + math.log(-math.expm1(-v))  # softplus(raw) = v
             self.raw_scale = nn.Parameter(torch.full(shape, raw))
@@ -252,11 +253,7 @@ class _LocScaleLikelihood(Likelihood):
         """The scale: a float when fixed, else a tensor of shape () or ``input_shape``."""
         if self.learn_scale is None:
             return self.init_scale
-        if self.raw_scale is None:
-            raise RuntimeError(
-                f"{type(self).__name__}(learn_scale={self.learn_scale!r}) has no scale yet: "
-                f"pass it to a model, which attaches it"
-            )
+        assert self.raw_scale is not None
         return self.min_scale + F.softplus(self.raw_scale)
 
     def distribution(self, params: torch.Tensor) -> Distribution:
@@ -280,6 +277,7 @@ class GaussianLikelihood(_LocScaleLikelihood):
         learn_scale: ``None`` (fixed), ``"global"`` (one learned standard deviation) or
             ``"per_dim"`` (one per data dimension).
         min_scale: floor under a learned standard deviation (``min_scale + softplus(raw)``).
+        event_shape: the data's shape (passed by the model; needed for ``"per_dim"``).
     """
 
     family = Normal
@@ -296,6 +294,7 @@ class LaplaceLikelihood(_LocScaleLikelihood):
             value of a learned one.
         learn_scale: ``None`` (fixed), ``"global"`` or ``"per_dim"``.
         min_scale: floor under a learned scale (``min_scale + softplus(raw)``).
+        event_shape: the data's shape (passed by the model; needed for ``"per_dim"``).
     """
 
     family = Laplace

@@ -1,18 +1,14 @@
-"""Reusable network blocks: MLP stacks, conv stacks that size themselves, the Gaussian head."""
+"""Reusable network blocks: MLP stacks and conv stacks that size themselves (posterior heads are
+in :mod:`pyvae.posteriors`)."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
 
-import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
 
-__all__ = ["GaussianHead", "conv_decoder", "conv_encoder", "conv_output_sizes", "mlp"]
-
-LOG_VAR_MIN, LOG_VAR_MAX = -30.0, 20.0
-
+__all__ = ["conv_decoder", "conv_encoder", "conv_output_sizes", "mlp"]
 
 def mlp(sizes: Sequence[int], *, final_activation: bool = False) -> nn.Sequential:
     """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` with ReLU between them (and
@@ -23,28 +19,6 @@ def mlp(sizes: Sequence[int], *, final_activation: bool = False) -> nn.Sequentia
         if final_activation or i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-class GaussianHead(nn.Module):
-    """A linear map to a diagonal Gaussian q(z|x) = N(loc, diag(scale^2)).
-
-    The layer outputs ``loc`` and a log-variance, clamped to [-30, 20] before
-    ``scale = exp(log_var / 2)``, so that extreme encoder outputs give a finite, positive scale
-    (between about 3e-7 and 2.2e4) instead of 0, inf or NaN.
-
-    Shapes: (B, in_features) -> distribution with batch shape (B,), event shape (latent_dim,).
-    """
-
-    def __init__(self, in_features: int, latent_dim: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(in_features, 2 * latent_dim)
-
-    def forward(self, h: torch.Tensor) -> Distribution:
-        """q(z|x) from features ``h`` of shape (B, in_features): an ``Independent(Normal)`` with
-        batch shape (B,) and event shape (latent_dim,)."""
-        loc, log_var = self.linear(h).chunk(2, dim=-1)
-        scale = torch.exp(0.5 * log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX))
-        return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
 
 def conv_output_sizes(size: int, n_layers: int) -> list[int]:

@@ -2,7 +2,12 @@
 
 A prior is a module whose ``forward()`` builds a ``torch.distributions.Distribution`` with event
 shape (latent_dim,) from its buffers and parameters on every call, so that ``.to(device)``,
-``state_dict`` and optimisers just work. Register a new one with :func:`register_prior`; choose it
+``state_dict`` and optimisers just work. It is built with what it needs (``latent_dim``; the
+VampPrior also ``input_shape``), which a model passes when it builds its prior by name or dict;
+an instance belongs to one model (a second model refuses it). A prior that needs the model's
+encoder (the VampPrior) sets ``needs_encoder`` and receives the encoder as the argument of
+``forward``; models ask for p(z) with :meth:`pyvae.BaseVAE.prior_distribution`.
+Register a new one with :func:`register_prior`; choose it
 by name or instance when building a model (``pyvae.build("mlp", prior="normal")``).
 
 Registered: ``normal`` (N(0, I), the default), ``learned_normal`` (a learned diagonal Gaussian),
@@ -14,19 +19,15 @@ first two against a Gaussian posterior is closed-form; the mixtures' is a Monte 
 from __future__ import annotations
 
 import abc
-import itertools
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from pyvae.config import Configurable, check_positive_int
+from pyvae.config import Configurable, check_positive_int, check_positive_ints
 from pyvae.registry import Registry
-
-if TYPE_CHECKING:
-    from pyvae.models.base import BaseVAE
 
 __all__ = [
     "PRIORS",
@@ -35,42 +36,66 @@ __all__ = [
     "Prior",
     "StandardNormalPrior",
     "VampPrior",
+    "draw",
     "list_priors",
     "register_prior",
 ]
 
 
+Encoder = Callable[[torch.Tensor], Distribution]
+
+
 class Prior(Configurable, nn.Module, abc.ABC):
-    """Base class of priors p(z). Subclasses create their tensors in :meth:`attach`."""
+    """Base class of priors p(z) over a latent space of size ``latent_dim``.
 
-    def __init__(self) -> None:
+    Args:
+        latent_dim: the size D of the latent space (a model passes its own).
+    """
+
+    #: Whether ``forward`` takes the model's encoder (``x -> q(z|x)``) as its argument.
+    needs_encoder: ClassVar[bool] = False
+
+    def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        self.latent_dim = 0
-
-    def attach(self, model: BaseVAE) -> None:
-        """Called once by the model that owns this prior, with ``latent_dim`` and ``input_shape``
-        set (the encoder is not built yet). Create parameters and buffers here."""
-        self.latent_dim = model.latent_dim
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
 
     @abc.abstractmethod
     def forward(self) -> Distribution:
         """p(z): batch shape (), event shape (latent_dim,)."""
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` samples of shape (n, latent_dim), reproducible when a ``generator`` is given.
+        """``n`` samples of shape (n, latent_dim) (see :func:`draw`)."""
+        if self.needs_encoder:
+            raise TypeError(
+                f"{type(self).__name__} needs the model's encoder: sample with model.sample(n)"
+            )
+        return draw(self(), n, generator=generator)
 
-        With a generator, a seed drawn from it seeds a forked global RNG, so the global random
-        state is left untouched and the same generator state gives the same samples.
-        """
-        dist = self()
-        if generator is None:
-            return dist.sample((n,))
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
-        device = torch.device("cpu") if tensor is None else tensor.device  # where the prior lives
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            return dist.sample((n,))
+
+def draw(dist: Distribution, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` samples of ``dist`` (shape (n, *event_shape)), reproducible with a ``generator``.
+
+    torch.distributions take no generator: with one, a seed drawn from it seeds a forked global
+    RNG on the distribution's device, so the global random state is left untouched and the same
+    generator state gives the same samples.
+    """
+    if generator is None:
+        return dist.sample((n,))
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    device = _device_of(dist)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return dist.sample((n,))
+
+
+def _device_of(dist: Distribution) -> torch.device:
+    """The device of a distribution's parameters (CPU when it has none)."""
+    for value in vars(dist).values():
+        if isinstance(value, torch.Tensor):
+            return value.device
+        if isinstance(value, Distribution):
+            return _device_of(value)
+    return torch.device("cpu")
 
 
 PRIORS: Registry[Prior] = Registry("prior", Prior, "pyvae.priors")
@@ -89,8 +114,8 @@ class StandardNormalPrior(Prior):
     loc: torch.Tensor
     scale: torch.Tensor
 
-    def attach(self, model: BaseVAE) -> None:
-        super().attach(model)
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
         self.register_buffer("loc", torch.zeros(self.latent_dim), persistent=False)
         self.register_buffer("scale", torch.ones(self.latent_dim), persistent=False)
 
@@ -112,8 +137,8 @@ class LearnedNormalPrior(Prior):
     loc: nn.Parameter
     log_scale: nn.Parameter
 
-    def attach(self, model: BaseVAE) -> None:
-        super().attach(model)
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
         self.loc = nn.Parameter(torch.zeros(self.latent_dim))
         self.log_scale = nn.Parameter(torch.zeros(self.latent_dim))
 
@@ -130,6 +155,7 @@ class MixtureOfGaussiansPrior(Prior):
     random generator, so seed it for reproducible models). The KL term is a Monte Carlo estimate.
 
     Args:
+        latent_dim: the size D of the latent space.
         n_components: the number K of mixture components.
     """
 
@@ -137,12 +163,9 @@ class MixtureOfGaussiansPrior(Prior):
     log_scale: nn.Parameter
     logits: nn.Parameter
 
-    def __init__(self, n_components: int = 10) -> None:
-        super().__init__()
+    def __init__(self, latent_dim: int, n_components: int = 10) -> None:
+        super().__init__(latent_dim)
         self.n_components = check_positive_int("n_components", n_components)
-
-    def attach(self, model: BaseVAE) -> None:
-        super().attach(model)
         k, d = self.n_components, self.latent_dim
         self.loc = nn.Parameter(torch.randn(k, d))
         self.log_scale = nn.Parameter(torch.zeros(k, d))
@@ -170,25 +193,22 @@ class VampPrior(Prior):
     also updates its running statistics.
 
     Args:
+        latent_dim: the size D of the latent space.
+        input_shape: the shape of one input (of a pseudo-input).
         n_components: the number K of pseudo-inputs.
     """
 
+    needs_encoder = True
     pseudo_inputs: nn.Parameter
 
-    def __init__(self, n_components: int = 50) -> None:
-        super().__init__()
+    def __init__(self, latent_dim: int, input_shape: Sequence[int], n_components: int = 50) -> None:
+        super().__init__(latent_dim)
+        self.input_shape = check_positive_ints("input_shape", input_shape)
         self.n_components = check_positive_int("n_components", n_components)
-        self._encode: Callable[[torch.Tensor], Distribution] | None = None
+        self.pseudo_inputs = nn.Parameter(torch.rand(self.n_components, *self.input_shape))
 
-    def attach(self, model: BaseVAE) -> None:
-        super().attach(model)
-        self.pseudo_inputs = nn.Parameter(torch.rand(self.n_components, *model.input_shape))
-        # A bound method, not a submodule: the encoder's weights stay the model's alone.
-        self._encode = model.encode
-
-    def forward(self) -> Distribution:
-        if self._encode is None:
-            raise RuntimeError("VampPrior needs an encoder: pass it to a model, which attaches it")
+    def forward(self, encode: Encoder) -> Distribution:  # type: ignore[override]
+        """p(z) = (1/K) sum_k q(z|u_k), with ``encode`` the model's encoder ``x -> q(z|x)``."""
         uniform = self.pseudo_inputs.new_zeros(self.n_components)
         weights = Categorical(logits=uniform, validate_args=False)
-        return MixtureSameFamily(weights, self._encode(self.pseudo_inputs), validate_args=False)
+        return MixtureSameFamily(weights, encode(self.pseudo_inputs), validate_args=False)

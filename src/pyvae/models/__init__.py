@@ -1,6 +1,6 @@
-"""The models. Importing this package registers ``mlp``, ``conv`` and ``denoising``."""
+"""The models. Importing this package registers ``mlp``, ``conv``, ``ae`` and ``denoising``."""
 
-from pyvae.models.base import MODELS, BaseVAE, register_model
+from pyvae.models.base import MODELS, BaseVAE, VAEWrapper, register_model
 from pyvae.models.conv import ConvVAE
 from pyvae.models.denoising import (
     CORRUPTIONS,
@@ -11,12 +11,13 @@ from pyvae.models.denoising import (
     SaltAndPepper,
     register_corruption,
 )
-from pyvae.models.mlp import MLPVAE
+from pyvae.models.mlp import MLPVAE, Autoencoder
 
 __all__ = [
     "CORRUPTIONS",
     "MLPVAE",
     "MODELS",
+    "Autoencoder",
     "BaseVAE",
     "ConvVAE",
     "Corruption",
@@ -24,6 +25,7 @@ __all__ = [
     "GaussianNoise",
     "Masking",
     "SaltAndPepper",
+    "VAEWrapper",
     "register_corruption",
     "register_model",
 ]

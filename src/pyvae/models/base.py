@@ -5,50 +5,76 @@ from __future__ import annotations
 import abc
 import math
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from pyvae import evaluation
-from pyvae.config import Configurable, check_positive_int, check_positive_ints
+from pyvae.config import ConfigError, Configurable, check_positive_int, check_positive_ints
 from pyvae.kl import KLMethod, kl_divergence
 from pyvae.likelihoods import LIKELIHOODS, Likelihood
+from pyvae.objectives import OBJECTIVES, Objective
 from pyvae.outputs import LossTerms, VAEOutput
-from pyvae.priors import PRIORS, Prior
+from pyvae.posteriors import POSTERIORS, PosteriorHead, latent_point
+from pyvae.priors import PRIORS, Prior, draw
 from pyvae.registry import Registry
-from pyvae.validation import check_finite, check_tensor, format_shape, validate_args_enabled
+from pyvae.validation import (
+    check_finite,
+    check_tensor,
+    format_shape,
+    in_range,
+    validate_args_enabled,
+)
 
-__all__ = ["MODELS", "BaseVAE", "register_model"]
+__all__ = ["MODELS", "BaseVAE", "VAEWrapper", "register_model"]
 
 ComponentSpec = str | Mapping[str, Any]
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+C = TypeVar("C", bound=Configurable)
 
 
 class BaseVAE(Configurable, nn.Module, abc.ABC):
-    """Abstract variational autoencoder.
+    """Abstract variational autoencoder: a backbone combined with swappable parts.
 
     A concrete model builds its networks in ``__init__`` (after calling
-    ``super().__init__(input_shape=..., latent_dim=..., likelihood=..., prior=...)``) and defines
-    :meth:`encode` and :meth:`decode`; reparameterisation, the loss, sampling and reconstruction
-    are shared. The reconstruction term comes from ``self.likelihood`` (a
-    :class:`~pyvae.likelihoods.Likelihood`), the KL term from ``self.prior`` (a
-    :class:`~pyvae.priors.Prior`).
+    ``super().__init__(input_shape=..., latent_dim=..., likelihood=..., prior=..., ...)``) and
+    defines :meth:`encode` and :meth:`decode`; reparameterisation, the loss, sampling and
+    reconstruction are shared. The parts:
+
+    * ``self.likelihood`` (a :class:`~pyvae.likelihoods.Likelihood`): p(x|z), the reconstruction
+      term;
+    * ``self.prior`` (a :class:`~pyvae.priors.Prior`, or ``None`` for a model without one, such
+      as the autoencoder): p(z), read with :meth:`prior_distribution`;
+    * ``self.objective`` (an :class:`~pyvae.objectives.Objective`): what :meth:`loss` computes;
+    * the posterior family, a head built with :meth:`build_posterior` (see
+      :mod:`pyvae.posteriors`);
+    * ``num_classes``: a conditional model feeds one-hot labels y to encoder and decoder
+      (:meth:`condition`).
+
+    Components given by name or config dict are built with what they need (``latent_dim``,
+    ``input_shape``); an instance belongs to the one model that received it first.
 
     Args:
         input_shape: shape of one example, without the batch dimension, e.g. ``(1, 28, 28)``.
         latent_dim: size D of the latent space.
         likelihood: a likelihood name (see :func:`pyvae.list_likelihoods`), config dict or instance.
-        prior: a prior name (see :func:`pyvae.list_priors`), config dict or instance.
+        prior: a prior name (see :func:`pyvae.list_priors`), config dict, instance or ``None``.
+        objective: an objective name (see :func:`pyvae.list_objectives`), config dict or instance.
+        num_classes: the number of classes of a conditional model (labels ``0..num_classes-1``),
+            or ``None`` for an unconditional one.
     """
 
     input_shape: tuple[int, ...]
     latent_dim: int
+    num_classes: int | None
     likelihood: Likelihood
-    prior: Prior
+    prior: Prior | None
+    objective: Objective
 
     def __init__(
         self,
@@ -56,26 +82,164 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         input_shape: Sequence[int],
         latent_dim: int,
         likelihood: ComponentSpec | Likelihood = "bernoulli",
-        prior: ComponentSpec | Prior = "normal",
+        prior: ComponentSpec | Prior | None = "normal",
+        objective: ComponentSpec | Objective = "elbo",
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.input_shape = check_positive_ints("input_shape", input_shape)
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
-        self.likelihood = LIKELIHOODS.build(likelihood)
-        self.prior = PRIORS.build(prior)
-        for component in (self.likelihood, self.prior):
-            component.attach(self)
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
+        self.num_classes = num_classes
+        self.likelihood = self._component(
+            LIKELIHOODS, likelihood, "likelihood", event_shape=self.input_shape
+        )
+        self.prior = (
+            None
+            if prior is None
+            else self._component(
+                PRIORS, prior, "prior", latent_dim=self.latent_dim, input_shape=self.input_shape
+            )
+        )
+        self.objective = self._component(OBJECTIVES, objective, "objective")
+        self.objective.check_model(self)
+        if self.prior is not None and self.prior.needs_encoder and num_classes is not None:
+            raise ConfigError(
+                f"prior: {type(self.prior).__name__} encodes unlabelled pseudo-inputs and cannot "
+                f"serve a conditional model (num_classes={num_classes}); choose another prior"
+            )
+
+    def _component(self, registry: Registry[C], spec: Any, role: str, **context: Any) -> C:
+        """Build a part from a name or dict, filling in the ``context`` arguments its class
+        takes (e.g. ``latent_dim``), or adopt an instance that no other model owns."""
+        if isinstance(spec, registry.base):
+            for key, value in context.items():
+                own = getattr(spec, key, None)
+                if own is not None and own != value:
+                    raise ConfigError(
+                        f"{role}: the {type(spec).__name__} instance has {key}={own!r}, the model "
+                        f"{value!r}"
+                    )
+            owner = getattr(spec, "_pyvae_owner", None)
+            if owner is not None and owner() is not None and owner() is not self:
+                raise ConfigError(
+                    f"{role}: this {type(spec).__name__} instance already belongs to another "
+                    f"model; a component serves one model (its parameters and state would be "
+                    f"shared silently). Pass its name or config ({role}={spec.config!r}), a new "  # type: ignore[attr-defined]
+                    f"instance, or copy.deepcopy(it)"
+                )
+            object.__setattr__(spec, "_pyvae_owner", weakref.ref(self))
+            return spec  # type: ignore[return-value]
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if isinstance(spec, Mapping) and "name" in spec:
+            cls = registry.get(spec["name"])
+            accepted = inspect_parameters(cls)
+            spec = dict(spec)
+            for key, value in context.items():
+                if key not in accepted:
+                    continue
+                given = spec.get(key)
+                if given is not None and _normalised(given) != _normalised(value):
+                    raise ConfigError(
+                        f"{role}: {key}={given!r} does not match the model's {key}={value!r}"
+                    )
+                spec[key] = value
+        component = registry.build(spec)
+        object.__setattr__(component, "_pyvae_owner", weakref.ref(self))
+        return component
+
+    def build_posterior(
+        self, spec: ComponentSpec | PosteriorHead, in_features: int
+    ) -> PosteriorHead:
+        """The posterior head of this model from a name, dict or instance (see
+        :mod:`pyvae.posteriors`), for encoder features of width ``in_features`` (a conditional
+        model's head also receives the one-hot label: ``in_features + num_classes`` inputs)."""
+        return self._component(
+            POSTERIORS,
+            spec,
+            "posterior",
+            in_features=in_features + self.condition_dim,
+            latent_dim=self.latent_dim,
+        )
 
     # -- what a concrete model defines -------------------------------------------------------
     @abc.abstractmethod
-    def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) for inputs x of shape (B, *input_shape): a distribution with batch shape (B,),
-        event shape (latent_dim,) that supports ``rsample``."""
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """q(z|x) (q(z|x, y) for a conditional model) for inputs x of shape (B, *input_shape):
+        a distribution with batch shape (B,), event shape (latent_dim,) that supports
+        ``rsample``. Models without labels may define ``encode(self, x)``."""
 
     @abc.abstractmethod
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The parameters of p(x|z) (e.g. Bernoulli logits) for z of shape (B, latent_dim);
-        shape (B, *input_shape)."""
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The parameters of p(x|z) (p(x|z, y)) (e.g. Bernoulli logits) for z of shape
+        (B, latent_dim); shape (B, *input_shape). Models without labels may define
+        ``decode(self, z)``."""
+
+    # -- conditioning --------------------------------------------------------------------------
+    @property
+    def condition_dim(self) -> int:
+        """The width of the one-hot label a conditional model appends (0 if unconditional)."""
+        return self.num_classes or 0
+
+    def condition(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``h`` (B, F) with the one-hot label appended, (B, F + num_classes), for a conditional
+        model; ``h`` itself otherwise. Built-in backbones call it on the encoder's features and
+        on z."""
+        if self.num_classes is None or y is None:
+            return h
+        classes = torch.arange(self.num_classes, device=y.device)
+        one_hot = (y.unsqueeze(-1) == classes).to(h.dtype)
+        return torch.cat([h, one_hot.expand(*h.shape[:-1], self.num_classes)], dim=-1)
+
+    def check_labels(self, y: object, batch: int) -> torch.Tensor | None:
+        """Raise a clear error unless ``y`` fits the model: ``None`` for an unconditional model;
+        integer labels of shape (batch,) in ``[0, num_classes)``, on the model's device, for a
+        conditional one (the range check is a value check, see
+        :func:`pyvae.set_validate_args`)."""
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError(
+                    f"y: {type(self).__name__} is unconditional (num_classes=None) and takes no "
+                    f"labels; build it with num_classes=... to condition on y"
+                )
+            return None
+        if y is None:
+            raise ValueError(
+                f"y: this model is conditional (num_classes={self.num_classes}): pass the labels, "
+                f"an integer tensor of shape ({batch},), e.g. model(x, y)"
+            )
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(
+                f"y: expected an integer tensor of shape ({batch},), got {type(y).__name__}"
+            )
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"y: expected integer class labels, got dtype {y.dtype}")
+        if y.shape != (batch,):
+            raise ValueError(
+                f"y: expected shape ({batch},) (one label per example), got "
+                f"{format_shape(list(y.shape))}"
+            )
+        reference = self._reference_tensor()
+        if reference is not None and y.device != reference.device:
+            raise ValueError(
+                f"y: expected a tensor on {reference.device} (the model's device), got one on "
+                f"{y.device}"
+            )
+        if validate_args_enabled() and not in_range(y, 0, self.num_classes - 1):
+            low, high = int(y.min()), int(y.max())
+            raise ValueError(
+                f"y: expected class labels in [0, {self.num_classes - 1}], got values in "
+                f"[{low}, {high}]"
+            )
+        return y
+
+    def _encode(self, x: torch.Tensor, y: torch.Tensor | None) -> Distribution:
+        return self.encode(x) if y is None else self.encode(x, y)
+
+    def _decode(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.decode(z) if y is None else self.decode(z, y)
 
     # -- shared --------------------------------------------------------------------------------
     def reparameterize(self, posterior: Distribution) -> torch.Tensor:
@@ -83,42 +247,69 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         gradients reach the encoder through it."""
         return posterior.rsample()
 
-    def forward(self, x: torch.Tensor) -> VAEOutput:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> VAEOutput:
         """Encode, sample z with the reparameterisation trick, decode.
 
         Args:
             x: inputs of shape (B, *input_shape), floating point, on the model's device.
+            y: class labels of shape (B,) for a conditional model; ``None`` otherwise.
         """
         self.check_input(x)
-        posterior = self.encode(x)
+        y = self.check_labels(y, x.shape[0])
+        posterior = self._encode(x, y)
         z = self.reparameterize(posterior)
-        params = self.decode(z)
+        params = self._decode(z, y)
         if params.shape != x.shape:
             raise RuntimeError(
                 f"{type(self).__name__}.decode returned shape {format_shape(list(params.shape))}"
                 f" for inputs of shape {format_shape(list(x.shape))}; it must return the data's"
                 f" shape"
             )
-        return VAEOutput(posterior=posterior, z=z, params=params)
+        return VAEOutput(posterior=posterior, z=z, params=params, y=y)
+
+    def prior_distribution(self) -> Distribution:
+        """p(z), built from the prior's current parameters: event shape (latent_dim,)."""
+        if self.prior is None:
+            raise ValueError(
+                f"{type(self).__name__} has no prior (prior=None, e.g. a deterministic "
+                f"autoencoder): fit a sampler to its codes, "
+                f"pyvae.samplers.GaussianMixtureSampler(model).fit(data), to sample"
+            )
+        return self.prior(self.encode) if self.prior.needs_encoder else self.prior()
+
+    def reconstruction_term(self, x: torch.Tensor, out: VAEOutput) -> torch.Tensor:
+        """``-log p(x|z)`` per example at the sample ``out.z``, summed over data dimensions,
+        in nats, shape (B,); computed in float32 when the decoder ran in 16 bits (autocast)."""
+        params = out.params.float() if out.params.dtype in _HALF_DTYPES else out.params
+        return -self.likelihood.log_prob(x, params)
+
+    def kl(self, out: VAEOutput, *, method: KLMethod = "auto") -> torch.Tensor:
+        """The model's regulariser per example, shape (B,), in nats: ``KL(q(z|x) || p(z))``,
+        closed form where torch.distributions has one, else the Monte Carlo estimate at
+        ``out.z`` (see :func:`pyvae.kl_divergence`). Models with structured latents (a hierarchy)
+        override it."""
+        z = out.z.float() if out.z.dtype in _HALF_DTYPES else out.z
+        return kl_divergence(out.posterior, self.prior_distribution(), z=z, method=method)
 
     def loss(
         self,
         x: torch.Tensor,
         out: VAEOutput,
         *,
-        beta: float = 1.0,
+        beta: float | None = None,
         kl_method: KLMethod = "auto",
     ) -> LossTerms:
-        """The negative ELBO of ``x`` given ``out = self(x)``, in nats.
+        """The model's objective for ``x`` given ``out = self(x)`` (or ``self(x, y)``), in nats.
 
-        ``recon = -log p(x|z)`` summed over data dimensions and ``kl = KL(q(z|x) || p(z))`` are
-        per example, shape (B,); ``loss = mean_b(recon + beta * kl)`` is the scalar to
-        backpropagate.
+        The objective chosen at build time computes it (by default ``"elbo"``: ``recon =
+        -log p(x|z)`` summed over data dimensions and ``kl = KL(q(z|x) || p(z))`` per example,
+        shape (B,), and ``loss = mean_b(recon + beta * kl)``, the scalar to backpropagate).
 
         Args:
             x: the (clean) inputs, shape (B, *input_shape).
             out: the output of ``self(x)``.
-            beta: the KL weight (beta-VAE), >= 0; 1 gives the ELBO.
+            beta: the KL weight for this call, >= 0, overriding the objective's (e.g. a warm-up
+                in your own loop); ``None`` keeps the objective's.
             kl_method: ``"auto"`` (closed form when torch.distributions has one),
                 ``"closed_form"`` or ``"monte_carlo"`` (from the sample ``out.z``).
         """
@@ -126,49 +317,68 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         self._check_structure(x)
         if not isinstance(out, VAEOutput):
             raise TypeError(f"out: expected the VAEOutput of model(x), got {type(out).__name__}")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
-            raise ValueError(f"beta: expected a number >= 0, got {beta!r}")
-        # Under autocast (or for a 16-bit model) params and z are 16-bit: upcast them so that the
-        # loss terms are computed and reduced in float32.
-        params = out.params.float() if out.params.dtype in _HALF_DTYPES else out.params
-        z = out.z.float() if out.z.dtype in _HALF_DTYPES else out.z
-        recon = -self.likelihood.log_prob(x, params)
-        kl = kl_divergence(out.posterior, self.prior(), z=z, method=kl_method)
-        loss = (recon + beta * kl).mean()
-        if validate_args_enabled() and not bool(torch.isfinite(loss)):
-            term = "recon (-log p(x|z))" if not bool(torch.isfinite(recon).all()) else "kl"
+        if beta is not None and (
+            isinstance(beta, bool)
+            or not isinstance(beta, (int, float))
+            or not (beta >= 0 and math.isfinite(beta))
+        ):
+            raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}")
+        terms = self.objective(self, x, out, beta=beta, kl_method=kl_method)
+        if validate_args_enabled() and not bool(torch.isfinite(terms.loss)):
+            term = "recon (-log p(x|z))" if not bool(torch.isfinite(terms.recon).all()) else "kl"
             raise FloatingPointError(
                 f"the loss is not finite: its first non-finite term is {term}; check the "
                 f"learning rate and the inputs, or switch checks off with "
                 f"pyvae.set_validate_args(False)"
             )
-        return LossTerms(loss=loss, recon=recon, kl=kl)
+        return terms
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` draws z ~ p(z), decoded to the mean of p(x|z): shape (n, *input_shape)."""
+    def sample(
+        self,
+        n: int,
+        *,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``n`` draws z ~ p(z), decoded to the mean of p(x|z): shape (n, *input_shape).
+
+        Args:
+            n: the number of samples.
+            y: for a conditional model, the class of each sample, integer tensor of shape (n,).
+            generator: makes the draws reproducible (the global RNG is left untouched).
+        """
         check_positive_int("n", n)
-        z = self.prior.sample(n, generator=generator)
-        return self.likelihood.mean(self.decode(z))
+        y = self.check_labels(y, n)
+        z = draw(self.prior_distribution(), n, generator=generator)
+        return self.likelihood.mean(self._decode(z, y))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean of p(x|z) at the posterior mean z = E[q(z|x)]: shape (B, *input_shape)."""
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean of p(x|z) at the posterior's point (its mean; see
+        :func:`pyvae.posteriors.latent_point`): shape (B, *input_shape)."""
         self.check_input(x)
-        return self.likelihood.mean(self.decode(self.encode(x).mean))
+        y = self.check_labels(y, x.shape[0])
+        return self.likelihood.mean(self._decode(latent_point(self._encode(x, y)), y))
 
     def log_likelihood(
-        self, x: torch.Tensor, *, k: int = 5000, chunk_size: int = 4096
+        self,
+        x: torch.Tensor,
+        *,
+        y: torch.Tensor | None = None,
+        k: int = 5000,
+        chunk_size: int = 4096,
     ) -> torch.Tensor:
-        """The importance-sampled estimate of ``log p(x)`` per example, in nats, shape (B,).
+        """The importance-sampled estimate of ``log p(x)`` (``log p(x|y)``) per example, in
+        nats, shape (B,).
 
         ``logsumexp_i(log w_i) - log k`` over ``k`` samples ``z_i ~ q(z|x)``, with
         ``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)``; computed in eval mode without
         gradients, decoding at most ``max(chunk_size, B)`` samples at a time. See
         :func:`pyvae.log_likelihood`; for the IWAE training objective use
-        ``-pyvae.iwae_bound(model, x, k).mean()``.
+        ``objective={"name": "iwae", "k": 5}``.
         """
-        return evaluation.log_likelihood(self, x, k=k, chunk_size=chunk_size)
+        return evaluation.log_likelihood(self, x, y=y, k=k, chunk_size=chunk_size)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error if x is not a finite float tensor of shape (B, *input_shape) with
@@ -177,9 +387,12 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         self._check_structure(x)
         check_finite("x", x)
 
+    def _reference_tensor(self) -> torch.Tensor | None:
+        return next(self.parameters(), None)
+
     def _check_structure(self, x: torch.Tensor) -> None:
         """Shape, dtype and device of x (no value read back from the device)."""
-        reference = next(self.parameters(), None)
+        reference = self._reference_tensor()
         check_tensor(
             "x",
             x,
@@ -204,7 +417,86 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         return save(self, path, metadata=metadata)
 
     def extra_repr(self) -> str:
-        return f"input_shape={self.input_shape}, latent_dim={self.latent_dim}"
+        conditional = "" if self.num_classes is None else f", num_classes={self.num_classes}"
+        return f"input_shape={self.input_shape}, latent_dim={self.latent_dim}{conditional}"
+
+
+class VAEWrapper(BaseVAE):
+    """A model that wraps another (its ``backbone``) and changes one stage of it.
+
+    The wrapper's contract: the backbone owns the networks and every part (likelihood, prior,
+    objective, posterior head), so the wrapper builds none and does not call
+    ``BaseVAE.__init__``; ``input_shape``, ``latent_dim``, ``num_classes``, ``likelihood``,
+    ``prior`` and ``objective`` are read from the backbone, and :meth:`encode`, :meth:`decode`,
+    :meth:`prior_distribution` and :meth:`kl` delegate to it. A subclass overrides the stage it
+    changes (the denoising model: :meth:`encode`).
+
+    Args:
+        backbone: the wrapped model instance.
+    """
+
+    def __init__(self, backbone: BaseVAE) -> None:
+        nn.Module.__init__(self)
+        if not isinstance(backbone, BaseVAE):
+            raise ConfigError(f"backbone: expected a pyvae model, got {type(backbone).__name__}")
+        self.backbone = backbone
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """The backbone's input shape."""
+        return self.backbone.input_shape
+
+    @property
+    def latent_dim(self) -> int:  # type: ignore[override]
+        """The backbone's latent size D."""
+        return self.backbone.latent_dim
+
+    @property
+    def num_classes(self) -> int | None:  # type: ignore[override]
+        """The backbone's number of classes (``None``: unconditional)."""
+        return self.backbone.num_classes
+
+    @property
+    def likelihood(self) -> Likelihood:  # type: ignore[override]
+        """The backbone's likelihood p(x|z)."""
+        return self.backbone.likelihood
+
+    @property
+    def prior(self) -> Prior | None:  # type: ignore[override]
+        """The backbone's prior p(z)."""
+        return self.backbone.prior
+
+    @property
+    def objective(self) -> Objective:  # type: ignore[override]
+        """The backbone's objective."""
+        return self.backbone.objective
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """The backbone's q(z|x)."""
+        return self.backbone._encode(x, y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's p(x|z) parameters."""
+        return self.backbone._decode(z, y)
+
+    def prior_distribution(self) -> Distribution:
+        """The backbone's p(z) (a VampPrior encodes its pseudo-inputs with the backbone)."""
+        return self.backbone.prior_distribution()
+
+    def kl(self, out: VAEOutput, *, method: KLMethod = "auto") -> torch.Tensor:
+        """The backbone's regulariser."""
+        return self.backbone.kl(out, method=method)
+
+
+def inspect_parameters(cls: type) -> set[str]:
+    """The keyword names ``cls.__init__`` accepts."""
+    import inspect
+
+    return {n for n in inspect.signature(cls).parameters if n != "self"}
+
+
+def _normalised(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 MODELS: Registry[BaseVAE] = Registry("model", BaseVAE, "pyvae.models")

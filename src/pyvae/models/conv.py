@@ -12,8 +12,12 @@ from torch.distributions import Distribution
 from pyvae.config import ConfigError, check_positive_int, check_positive_ints
 from pyvae.likelihoods import Likelihood
 from pyvae.models.base import BaseVAE, register_model
-from pyvae.nn import GaussianHead, conv_decoder, conv_encoder, conv_output_sizes
+from pyvae.nn import conv_decoder, conv_encoder, conv_output_sizes
+from pyvae.objectives import Objective
+from pyvae.posteriors import PosteriorHead
 from pyvae.priors import Prior
+
+Spec = str | Mapping[str, Any]
 
 __all__ = ["ConvVAE"]
 
@@ -25,7 +29,8 @@ class ConvVAE(BaseVAE):
     Each of the ``len(channels)`` encoder layers is a 3x3 convolution of stride 2 that halves
     height and width (rounding up: 28 -> 14 -> 7); the decoder's transposed convolutions restore the
     exact input size, so any (C, H, W) works. Between the convolutions and the latent space sits
-    one dense layer of ``hidden_dim`` units on each side.
+    one dense layer of ``hidden_dim`` units on each side. A conditional model (``num_classes``)
+    appends the one-hot label to the dense features and to z.
 
     Args:
         input_shape: ``(C, H, W)``; MNIST-shaped ``(1, 28, 28)`` by default.
@@ -35,7 +40,11 @@ class ConvVAE(BaseVAE):
         batch_norm: add ``BatchNorm2d`` after each hidden convolution (as in the seeds). Under DDP
             convert with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
         likelihood: p(x|z) by name, config dict or instance (default ``"bernoulli"``).
-        prior: p(z) by name, config dict or instance (default ``"normal"``).
+        prior: p(z) by name, config dict or instance (default ``"normal"``), or ``None``.
+        posterior: the posterior family q(z|x) (default ``"gaussian"``; see
+            :func:`pyvae.list_posteriors`).
+        objective: the training objective (default ``"elbo"``; see :func:`pyvae.list_objectives`).
+        num_classes: the number of classes of a conditional model, or ``None``.
     """
 
     def __init__(
@@ -45,11 +54,19 @@ class ConvVAE(BaseVAE):
         channels: Sequence[int] = (32, 64),
         hidden_dim: int = 256,
         batch_norm: bool = False,
-        likelihood: str | Mapping[str, Any] | Likelihood = "bernoulli",
-        prior: str | Mapping[str, Any] | Prior = "normal",
+        likelihood: Spec | Likelihood = "bernoulli",
+        prior: Spec | Prior | None = "normal",
+        posterior: Spec | PosteriorHead = "gaussian",
+        objective: Spec | Objective = "elbo",
+        num_classes: int | None = None,
     ) -> None:
         super().__init__(
-            input_shape=input_shape, latent_dim=latent_dim, likelihood=likelihood, prior=prior
+            input_shape=input_shape,
+            latent_dim=latent_dim,
+            likelihood=likelihood,
+            prior=prior,
+            objective=objective,
+            num_classes=num_classes,
         )
         if len(self.input_shape) != 3:
             raise ConfigError(
@@ -72,9 +89,9 @@ class ConvVAE(BaseVAE):
             nn.Linear(n_features, hidden_dim),
             nn.ReLU(),
         )
-        self.head = GaussianHead(hidden_dim, latent_dim)
+        self.head = self.build_posterior(posterior, hidden_dim)
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim),
+            nn.Linear(latent_dim + self.condition_dim, hidden_dim),
             nn.ReLU(),
             nn.Linear(hidden_dim, n_features),
             nn.ReLU(),
@@ -82,8 +99,8 @@ class ConvVAE(BaseVAE):
             conv_decoder(c, channels, heights, widths, batch_norm),
         )
 
-    def encode(self, x: torch.Tensor) -> Distribution:
-        return self.head(self.encoder(x))
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        return self.head(self.condition(self.encoder(x), y))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.condition(z, y))

@@ -18,9 +18,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from pyvae.config import ConfigError, Configurable
-from pyvae.likelihoods import Likelihood
-from pyvae.models.base import MODELS, BaseVAE, register_model
-from pyvae.priors import Prior
+from pyvae.models.base import MODELS, BaseVAE, VAEWrapper, register_model
 from pyvae.registry import Registry
 
 __all__ = [
@@ -111,10 +109,12 @@ class SaltAndPepper(Corruption):
 
 
 @register_model("denoising")
-class DenoisingVAE(BaseVAE):
-    """A denoising VAE around a backbone model (see the module docstring).
+class DenoisingVAE(VAEWrapper):
+    """A denoising VAE around a backbone model (see the module docstring): a
+    :class:`~pyvae.models.VAEWrapper` that corrupts the encoder's input in training mode.
 
-    ``likelihood``, ``prior``, ``input_shape`` and ``latent_dim`` are the backbone's.
+    ``likelihood``, ``prior``, ``objective``, ``input_shape``, ``latent_dim`` and
+    ``num_classes`` are the backbone's.
 
     Args:
         backbone: the model to wrap: a registered name, a config dict or a model instance.
@@ -130,36 +130,15 @@ class DenoisingVAE(BaseVAE):
         corruption: str | Mapping[str, Any] | Corruption = "gaussian",
         **backbone_config: Any,
     ) -> None:
-        # A wrapper: the backbone owns the networks, the likelihood and the prior, so
-        # BaseVAE.__init__ (which would build a second set) is not called.
-        nn.Module.__init__(self)
-        self.backbone = MODELS.build(backbone, **backbone_config)
+        if isinstance(backbone, BaseVAE) and backbone_config:
+            raise ConfigError(
+                f"backbone: got a model instance and backbone arguments "
+                f"{sorted(backbone_config)}; configure the instance instead"
+            )
+        super().__init__(MODELS.build(backbone, **backbone_config))
         self.corruption = CORRUPTIONS.build(corruption)
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]
-        """The backbone's input shape (C, H, W) or (D,)."""
-        return self.backbone.input_shape
-
-    @property
-    def latent_dim(self) -> int:  # type: ignore[override]
-        """The backbone's latent size D."""
-        return self.backbone.latent_dim
-
-    @property
-    def likelihood(self) -> Likelihood:  # type: ignore[override]
-        """The backbone's likelihood p(x|z)."""
-        return self.backbone.likelihood
-
-    @property
-    def prior(self) -> Prior:  # type: ignore[override]
-        """The backbone's prior p(z)."""
-        return self.backbone.prior
-
-    def encode(self, x: torch.Tensor) -> Distribution:
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x~): the backbone's posterior of the corrupted input in training mode, of the
         clean input in eval mode."""
-        return self.backbone.encode(self.corruption(x) if self.training else x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.backbone.decode(z)
+        return self.backbone._encode(self.corruption(x) if self.training else x, y)

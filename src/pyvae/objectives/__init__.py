@@ -1,0 +1,158 @@
+"""Training objectives, as swappable components: what ``model.loss`` computes.
+
+An objective is chosen when the model is built (``pyvae.build("mlp", objective="elbo")`` or
+``objective={"name": "elbo", "beta": 4.0}``), so the user's loop never changes:
+``model.loss(x, model(x)).loss.backward()``. It returns :class:`pyvae.LossTerms` with the
+per-example terms it optimises (``recon``, ``kl`` and its own extras).
+
+Registered here: ``elbo`` (the negative ELBO, with a KL weight ``beta``) and ``ae`` (the
+autoencoder's reconstruction term, with an optional latent L2 penalty). Register a new one with
+:func:`register_objective`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from pyvae.config import ConfigError, Configurable
+from pyvae.kl import KLMethod
+from pyvae.outputs import LossTerms, VAEOutput
+from pyvae.registry import Registry
+
+if TYPE_CHECKING:
+    from pyvae.models.base import BaseVAE
+
+__all__ = [
+    "ELBO",
+    "OBJECTIVES",
+    "AutoencoderObjective",
+    "Objective",
+    "check_weight",
+    "list_objectives",
+    "register_objective",
+]
+
+
+def check_weight(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite real number >= 0 (not a bool), else ConfigError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class Objective(Configurable, nn.Module, abc.ABC):
+    """Base class of objectives. Subclasses define :meth:`forward`.
+
+    An objective may hold state (a step counter for a schedule, as a buffer, so that it is saved
+    with the model and moves with ``.to``).
+    """
+
+    #: Whether the objective needs a prior p(z) (the model refuses ``prior=None`` then).
+    requires_prior: bool = True
+
+    def check_model(self, model: BaseVAE) -> None:
+        """Raise :class:`pyvae.ConfigError` if ``model`` cannot use this objective (called when
+        the model is built, after its components, before its networks)."""
+        if self.requires_prior and model.prior is None:
+            raise ConfigError(
+                f"objective {type(self).registered_name!r} needs a prior p(z), got prior=None; "
+                f"pass a prior (e.g. prior='normal') or use objective='ae'"
+            )
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        model: BaseVAE,
+        x: torch.Tensor,
+        out: VAEOutput,
+        *,
+        beta: float | None = None,
+        kl_method: KLMethod = "auto",
+    ) -> LossTerms:
+        """The loss terms of ``x`` given ``out = model(x)``; see :meth:`pyvae.BaseVAE.loss`."""
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective", Objective, "pyvae.objectives")
+register_objective = OBJECTIVES.register
+
+
+def list_objectives(pattern: str | None = None) -> list[str]:
+    """Registered objective names, sorted, optionally filtered by an fnmatch wildcard."""
+    return OBJECTIVES.names(pattern)
+
+
+@register_objective("elbo")
+class ELBO(Objective):
+    """The negative evidence lower bound, ``loss = mean_b(recon + beta * kl)`` (Kingma and
+    Welling, 2014); ``beta != 1`` gives a beta-VAE (Higgins et al., 2017).
+
+    Args:
+        beta: the KL weight, a finite number >= 0 (``model.loss(..., beta=...)`` overrides it for
+            one call, e.g. for a warm-up schedule in your own loop).
+    """
+
+    def __init__(self, beta: float = 1.0) -> None:
+        super().__init__()
+        self.beta = check_weight("beta", beta)
+
+    def forward(
+        self,
+        model: BaseVAE,
+        x: torch.Tensor,
+        out: VAEOutput,
+        *,
+        beta: float | None = None,
+        kl_method: KLMethod = "auto",
+    ) -> LossTerms:
+        weight = self.beta if beta is None else beta
+        recon = model.reconstruction_term(x, out)
+        kl = model.kl(out, method=kl_method)
+        return LossTerms(loss=(recon + weight * kl).mean(), recon=recon, kl=kl)
+
+
+@register_objective("ae")
+class AutoencoderObjective(Objective):
+    """The deterministic autoencoder's loss: the reconstruction term ``-log p(x|z)`` (for the
+    Bernoulli likelihood the summed binary cross-entropy; for the Gaussian a scaled squared
+    error), plus ``l2 * ||z||^2 / 2`` per example, the latent penalty of the regularised
+    autoencoder (RAE, Ghosh et al., 2020, https://arxiv.org/abs/1903.12436).
+
+    ``kl`` is reported as zeros; the penalty is the extra term ``l2`` (per example ``||z||^2/2``,
+    unweighted).
+
+    Args:
+        l2: the weight of the latent L2 penalty, >= 0 (0: a plain autoencoder).
+    """
+
+    requires_prior = False
+
+    def __init__(self, l2: float = 0.0) -> None:
+        super().__init__()
+        self.l2 = check_weight("l2", l2)
+
+    def forward(
+        self,
+        model: BaseVAE,
+        x: torch.Tensor,
+        out: VAEOutput,
+        *,
+        beta: float | None = None,
+        kl_method: KLMethod = "auto",
+    ) -> LossTerms:
+        if beta is not None:
+            raise ValueError("beta: the 'ae' objective has no KL term to weight; leave beta unset")
+        recon = model.reconstruction_term(x, out)
+        z = out.z.float() if out.z.dtype in (torch.float16, torch.bfloat16) else out.z
+        penalty = 0.5 * z.pow(2).flatten(1).sum(1)
+        loss = (recon + self.l2 * penalty).mean() if self.l2 else recon.mean()
+        return LossTerms(loss=loss, recon=recon, kl=torch.zeros_like(recon), extras={"l2": penalty})
