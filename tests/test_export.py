@@ -30,7 +30,9 @@ def _reference(model: pyvae.BaseVAE, part: str, inputs: torch.Tensor) -> dict[st
         if part == "decoder":
             return {"mean": model.likelihood.mean(model.decode(inputs))}
         q = model.encode(inputs)
-        return {"loc": q.base_dist.loc, "scale": q.base_dist.scale}
+        if isinstance(q, torch.distributions.Independent):  # a location-scale posterior
+            return {"loc": q.base_dist.loc, "scale": q.base_dist.scale}
+        return {"loc": q.mean}  # a point mass (the autoencoder)
 
 
 def _inputs(part: str, batch: int) -> torch.Tensor:
