@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import pyvae.data
 from pyvae.data import (
     FASHION_CLASSES,
     load_dataset,
@@ -209,3 +210,28 @@ def test_bad_eval_size(tmp_path: Path, n: int, eval_size: object, pattern: str) 
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(0x08, (n,), bytes(n)))
     with pytest.raises(ValueError, match=pattern):
         read_mnist_folder(tmp_path, eval_size=eval_size)  # type: ignore[arg-type]
+
+
+def test_binarize_draws_bernoulli_pixels_reproducibly() -> None:
+    images = torch.tensor([[0.0, 1.0, 0.25, 0.75]]).repeat(20_000, 1)
+    first = pyvae.data.binarize(images, generator=torch.Generator().manual_seed(3))
+    again = pyvae.data.binarize(images, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first, again) and set(first.unique().tolist()) <= {0.0, 1.0}
+    means = first.mean(0)
+    assert means[0] == 0 and means[1] == 1  # the extremes are exact
+    assert abs(float(means[2]) - 0.25) < 0.02 and abs(float(means[3]) - 0.75) < 0.02  # ~6 sd
+
+
+def test_dynamic_binarization_gives_fresh_binary_batches_each_epoch() -> None:
+    images = torch.full((8, 1, 2, 2), 0.5)
+    data = pyvae.data.ImageSet(images, torch.arange(8))
+    loader = data.loader(
+        8, shuffle=False, dynamic_binarization=True, generator=torch.Generator().manual_seed(0)
+    )
+    (x1, y1), (x2, _) = next(iter(loader)), next(iter(loader))
+    assert torch.equal(y1, torch.arange(8)) and set(x1.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(x1, x2)  # a new draw in the second epoch
+    plain = next(iter(data.loader(8, shuffle=False)))[0]
+    assert torch.equal(plain, images)
+    fixed = data.binarized(seed=1)
+    assert torch.equal(fixed.images, data.binarized(seed=1).images)

@@ -20,13 +20,14 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 __all__ = [
     "DATASETS",
@@ -34,6 +35,7 @@ __all__ = [
     "SPRITE_FACTOR_VALUES",
     "DataSplits",
     "ImageSet",
+    "binarize",
     "load_dataset",
     "load_digits",
     "load_mnist",
@@ -162,6 +164,12 @@ def _read_idx_stream(path: Path, f: BinaryIO, compressed: bool, max_bytes: int) 
     return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
 
 
+def binarize(images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Binary images: each pixel 1 with probability its value (in [0, 1]), else 0; same shape and
+    dtype. Reproducible with a ``generator``."""
+    return torch.bernoulli(images, generator=generator)
+
+
 @dataclass
 class ImageSet:
     """Images and labels of one split.
@@ -187,6 +195,40 @@ class ImageSet:
     def dataset(self) -> TensorDataset:
         """A ``TensorDataset`` of ``(image, label)`` pairs for a ``DataLoader``."""
         return TensorDataset(self.images, self.labels)
+
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        dynamic_binarization: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> DataLoader[Any]:
+        """A ``DataLoader`` of ``(x, y)`` batches, x (B, C, H, W) float32.
+
+        With ``dynamic_binarization`` every batch is a fresh Bernoulli draw of each pixel with
+        probability the pixel's value (the protocol of the VAE literature for MNIST: the data
+        seen in each epoch are new binary images); ``generator`` then seeds the draws and the
+        shuffling, so a run is reproducible.
+        """
+
+        def collate(batch: Sequence[Any]) -> Any:
+            x, y = default_collate(batch)
+            return binarize(x, generator=generator), y
+
+        return DataLoader(
+            self.dataset(),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=collate if dynamic_binarization else None,
+        )
+
+    def binarized(self, *, seed: int = 0) -> ImageSet:
+        """One fixed, seeded binarisation of the images (for an evaluation set: every model is
+        scored on the same binary images)."""
+        generator = torch.Generator().manual_seed(seed)
+        return ImageSet(binarize(self.images, generator=generator), self.labels)
 
     def head(self, n: int | None) -> ImageSet:
         """The first ``n`` examples (all of them when ``n`` is None or larger than the set)."""
