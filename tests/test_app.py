@@ -173,6 +173,10 @@ def test_uploads_are_converted_to_the_models_input(pg: Playground) -> None:
     torch.testing.assert_close(x, torch.ones(1, 1, 8, 8))
     with pytest.raises(ValueError, match="not a readable PNG or JPEG"):
         pg.image_from_upload(b"\x89PNG but not really")
+    buffer = io.BytesIO()
+    Image.new("1", (5000, 4000)).save(buffer, format="PNG")  # small file, 20 M pixels
+    with pytest.raises(ValueError, match="image too large"):
+        pg.image_from_upload(buffer.getvalue())
 
 
 def test_a_damaged_checkpoint_is_a_readable_error(tmp_path: Path) -> None:

@@ -501,10 +501,10 @@ class Playground:
                 f"uploads need an image model (input shape (1 or 3, H, W)); this one takes {shape}"
             )
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                if img.width * img.height > 4096 * 4096:
-                    raise ValueError(f"image too large ({img.width} x {img.height} pixels)")
-                img = img.convert("L" if shape[0] == 1 else "RGB")
+            with Image.open(io.BytesIO(data)) as opened:
+                if opened.width * opened.height > 4096 * 4096:  # read no more than that
+                    raise ValueError(f"image too large ({opened.width} x {opened.height} pixels)")
+                img = opened.convert("L" if shape[0] == 1 else "RGB")
                 img = img.resize((shape[2], shape[1]), Image.Resampling.LANCZOS)
                 array = np.asarray(img, dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
