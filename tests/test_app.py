@@ -65,6 +65,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name in ("mlp", "conv", "denoising"):
         out[name] = write_run(root / name, name)
     out["wide"] = write_run(root / "wide", "mlp", latent_dim=12)
+    out["one"] = write_run(root / "one", "mlp", latent_dim=1)
     return out
 
 
@@ -308,6 +309,17 @@ def test_a_large_latent_space_gets_principal_direction_sliders(
     assert explore_image(at) != before
     at.tabs[0].button[1].click().run()  # a random draw moves the base code
     assert not at.exception and explore_image(at) != before
+
+
+def test_a_one_dimensional_latent_space_renders(
+    runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app(runs["one"], monkeypatch)
+    assert not at.exception and not at.error
+    assert [s.label for s in at.tabs[0].slider] == ["z_1"]
+    at.tabs[0].radio[0].set_value("principal directions").run()
+    assert not at.exception
+    assert [s.label for s in at.tabs[0].slider] == ["direction 1 (sd)"]
 
 
 def test_panels_respond(runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
