@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tiny import TINY
+from tiny import tiny_model
 
 import pyvae
 from pyvae.app import Playground, PlaygroundError, core
@@ -27,11 +27,17 @@ DIGITS = [str(i) for i in range(10)]
 
 
 def write_run(
-    folder: Path, name: str, *, latent_dim: int = 3, data: dict[str, Any] | None = None
+    folder: Path,
+    name: str,
+    *,
+    latent_dim: int = 3,
+    data: dict[str, Any] | None = None,
+    **build: Any,
 ) -> Path:
-    """A run folder as `pyvae train` writes it, with an untrained tiny model on 8x8 digits."""
+    """A run folder as `pyvae train` writes it, with an untrained tiny model on 8x8 digits
+    (``build``: more arguments for tests/tiny.py's tiny_model, e.g. num_classes or prior)."""
     torch.manual_seed(0)
-    model = pyvae.build(name, input_shape=(1, 8, 8), latent_dim=latent_dim, **TINY.get(name, {}))
+    model = tiny_model(name, latent_dim=latent_dim, **build)
     data = (
         data
         if data is not None
@@ -62,8 +68,11 @@ def write_run(
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for name in ("mlp", "conv", "denoising"):
+    for name in pyvae.list_models():  # every registered model, plug-in families included
         out[name] = write_run(root / name, name)
+    out["conditional"] = write_run(root / "conditional", "conv", num_classes=10)
+    out["vamp"] = write_run(root / "vamp", "mlp", prior="vamp")
+    out["gaussian"] = write_run(root / "gaussian", "mlp", likelihood="gaussian")
     out["wide"] = write_run(root / "wide", "mlp", latent_dim=12)
     out["one"] = write_run(root / "one", "mlp", latent_dim=1)
     return out
@@ -264,7 +273,10 @@ def image_captions(block: Any) -> list[str]:
 TABS = ["Explore", "Reconstruct", "Interpolate", "Latent map", "Model card"]
 
 
-@pytest.mark.parametrize("name", ["mlp", "conv", "denoising"])
+MODELS = [*pyvae.list_models(), "conditional", "vamp", "gaussian"]
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_every_panel_renders(
     name: str, runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -309,6 +321,49 @@ def test_a_large_latent_space_gets_principal_direction_sliders(
     assert explore_image(at) != before
     at.tabs[0].button[1].click().run()  # a random draw moves the base code
     assert not at.exception and explore_image(at) != before
+
+
+def test_a_conditional_model_gets_a_class_selector(
+    runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app(runs["conditional"], monkeypatch)
+    assert not at.exception and not at.error
+    selector = at.sidebar.selectbox[0]
+    assert selector.label == "Class to decode with" and selector.options == DIGITS
+    before = explore_image(at)
+    selector.set_value(7).run()
+    assert not at.exception
+    assert explore_image(at) != before  # the same code, decoded as a 7
+    assert any("Conditional on **10 classes**" in m.value for m in at.tabs[4].markdown)
+
+
+def test_conditional_decoding_uses_the_class(runs: dict[str, Path]) -> None:
+    pg = Playground.load(runs["conditional"])
+    assert pg.num_classes == 10
+    z = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.sigmoid(pg.model.decode(z, torch.tensor([3, 3])))
+    torch.testing.assert_close(pg.decode(z, 3), expected)
+    assert not torch.allclose(pg.decode(z, 3), pg.decode(z, 4))
+    with pytest.raises(ValueError, match="conditional on 10 classes"):
+        pg.decode(z)
+    assert pg.images is not None and pg.labels is not None and pg.means is not None
+    with torch.no_grad():  # each evaluation image was encoded with its own label
+        expected_means = pg.model.encode(pg.images, pg.labels).mean
+    torch.testing.assert_close(pg.means, expected_means)
+
+
+def test_an_autoencoder_has_no_prior(runs: dict[str, Path]) -> None:
+    pg = Playground.load(runs["ae"])
+    assert not pg.has_prior()
+    assert pg.means is not None and pg.scales is not None
+    # without a prior, "the prior mean" is the mean of the evaluation codes, and draws come
+    # from a Gaussian fitted to them
+    torch.testing.assert_close(pg.prior_mean(), pg.means.mean(0))
+    draws = pg.prior_samples(20000, seed=1)
+    torch.testing.assert_close(draws.mean(0), pg.means.mean(0), atol=0.05, rtol=0)
+    torch.testing.assert_close(draws.std(0), pg.means.std(0), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(pg.scales, torch.zeros_like(pg.means))  # a point mass
 
 
 def test_a_one_dimensional_latent_space_renders(

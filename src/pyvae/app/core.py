@@ -371,7 +371,8 @@ class Playground:
             return torch.randn(n, self.latent_dim)
 
     def prior_mean(self) -> torch.Tensor:
-        """The mean of p(z) (D,) (of the fitted Gaussian for a model without a prior)."""
+        """The mean of p(z) (D,); for a model without a prior, the mean of the evaluation codes
+        (of 4096 draws from ``prior_samples`` when no images are loaded)."""
         key = ("prior_mean",)
         if key not in self._cache:
             prior = self._prior()
@@ -383,6 +384,8 @@ class Playground:
                     mean = None
                 if mean is not None and not bool(torch.isfinite(mean).all()):
                     mean = None
+            if mean is None and prior is None and self.means is not None:
+                mean = self.means.mean(0)  # no prior: the centre of the evaluation codes
             if mean is None:
                 mean = self.prior_samples(4096).mean(0)
             self._cache[key] = mean.detach()
