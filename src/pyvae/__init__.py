@@ -7,6 +7,7 @@
 # submodules reachable as attributes: pyvae.data.load_sprites, pyvae.metrics.mig, pyvae.training.fit
 from pyvae import data as data
 from pyvae import metrics as metrics
+from pyvae import samplers as samplers
 from pyvae import training as training
 from pyvae.checkpoint import CheckpointError, load
 from pyvae.config import ConfigError, Configurable
