@@ -206,5 +206,5 @@ def test_linear_warmup() -> None:
         pyvae.linear_warmup(-1, 10)
     with pytest.raises(ValueError, match="warmup_steps: expected an integer >= 0, got 1.5"):
         pyvae.linear_warmup(1, 1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="beta: expected a number >= 0, got -1"):
+    with pytest.raises(ValueError, match="beta: expected a finite number >= 0, got -1"):
         pyvae.linear_warmup(1, 10, beta=-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import struct
 import subprocess
@@ -394,3 +395,177 @@ def test_sparse_and_meta_inputs_get_clear_errors() -> None:
         assert meta(torch.empty(3, 4, device="meta")).params.shape == (3, 4)
     finally:
         pyvae.set_validate_args(True)
+
+
+# -- edge cases of the core (0.2) ---------------------------------------------------------------
+
+
+def _mlp(**kw: Any) -> pyvae.BaseVAE:
+    return pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8], **kw)
+
+
+def _bn_conv() -> pyvae.BaseVAE:
+    # 2x2 images through two stride-2 convolutions: a 1x1 feature map at the second batch norm
+    return pyvae.build(
+        "conv", input_shape=[1, 2, 2], channels=[2, 2], hidden_dim=4, latent_dim=2, batch_norm=True
+    )
+
+
+EMPTY_ENTRY_POINTS = {
+    "forward": lambda m, x: m(x),
+    "loss": lambda m, x: m.loss(x, m(torch.rand(1, 4))),
+    "reconstruct": lambda m, x: m.reconstruct(x),
+    "elbo": lambda m, x: pyvae.elbo(m, x),
+    "iwae_bound": lambda m, x: pyvae.iwae_bound(m, x, 3),
+    "log_likelihood": lambda m, x: pyvae.log_likelihood(m, x, k=3),
+    "model.log_likelihood": lambda m, x: m.log_likelihood(x, k=3),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(EMPTY_ENTRY_POINTS))
+def test_every_entry_point_refuses_an_empty_batch(entry: str) -> None:
+    """One decision everywhere: an empty batch is a clear error (its mean loss would be NaN)."""
+    with pytest.raises(ValueError, match=r"x: expected at least one example, got an empty batch"):
+        EMPTY_ENTRY_POINTS[entry](_mlp(), torch.rand(0, 4))
+
+
+@pytest.mark.parametrize("name", ["elbo", "iwae_bound", "log_likelihood"])
+def test_bounds_never_return_a_silent_nan(name: str) -> None:
+    model = _mlp()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1e30)
+    fn = {
+        "elbo": lambda: pyvae.elbo(model, torch.rand(3, 4)),
+        "iwae_bound": lambda: pyvae.iwae_bound(model, torch.rand(3, 4), 2),
+        "log_likelihood": lambda: pyvae.log_likelihood(model, torch.rand(3, 4), k=2),
+    }[name]
+    with pytest.raises(FloatingPointError, match=rf"{name}: 3 of 3 examples gave a non-finite"):
+        fn()
+    pyvae.set_validate_args(False)
+    try:  # the documented opt-out
+        assert not bool(torch.isfinite(fn()).all())
+    finally:
+        pyvae.set_validate_args(True)
+
+
+def test_bounds_decode_a_bounded_number_of_samples_by_default() -> None:
+    from pyvae.evaluation import DEFAULT_CHUNK_SIZE
+
+    model = _mlp()
+    rows: list[int] = []
+    decode = model.decode
+
+    def counting(z: torch.Tensor, *args: Any) -> torch.Tensor:
+        rows.append(z.shape[0])
+        return decode(z, *args)
+
+    model.decode = counting  # type: ignore[method-assign]
+    x = torch.rand(3, 4)
+    for bound in (lambda: pyvae.iwae_bound(model, x, 5000), lambda: pyvae.elbo(model, x, k=5000)):
+        rows.clear()
+        bound()
+        assert sum(rows) == 5000 * 3 and max(rows) <= DEFAULT_CHUNK_SIZE
+
+
+def test_sample_arguments_get_clear_errors() -> None:
+    model = _mlp()
+    with pytest.raises(TypeError, match="generator: expected a torch.Generator or None, got str"):
+        model.sample(2, generator="seed")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n: 10000000000000000000 samples .* more values than"):
+        model.sample(10**19)
+    with pytest.raises(MemoryError, match=r"sample: not enough memory for n=10000000000000"):
+        model.sample(10**13)  # 4e13 values: refused by the allocator, said in pyvae's terms
+
+
+def test_loss_refuses_another_models_output() -> None:
+    model, other = _mlp(), pyvae.build("mlp", input_shape=[5], latent_dim=3, hidden_dims=[8])
+    x = torch.rand(3, 4)
+    with pytest.raises(ValueError, match=r"out: expected the output of this model for x"):
+        model.loss(x, other(torch.rand(3, 5)))
+    with pytest.raises(ValueError, match=r"got params of shape \(2, 4\)"):
+        model.loss(x, model(torch.rand(2, 4)))  # another batch
+
+
+def test_batch_norm_with_one_value_per_channel() -> None:
+    model = _bn_conv().train()
+    with pytest.raises(ValueError, match="batch norm needs more than one value per channel"):
+        model(torch.rand(1, 1, 2, 2))
+    assert model(torch.rand(2, 1, 2, 2)).params.shape == (2, 1, 2, 2)
+    assert model.eval()(torch.rand(1, 1, 2, 2)).params.shape == (1, 1, 2, 2)
+
+
+def test_sample_and_reconstruct_in_train_mode_leave_batch_norm_alone() -> None:
+    model = _bn_conv().train()
+    model(torch.rand(8, 1, 2, 2))  # some running statistics
+    model.decoder[-1].eval()  # a submodule in its own mode: restored as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.sample(16)
+    model.reconstruct(torch.rand(4, 1, 2, 2))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert model.training and not model.decoder[-1].training
+    assert all(m.training for m in model.encoder.modules())
+
+
+@pytest.mark.parametrize("beta", [float("inf"), float("nan"), True, -1.0, "1"])
+def test_beta_is_a_finite_number_everywhere(beta: object) -> None:
+    model = _mlp()
+    x = torch.rand(3, 4)
+    with pytest.raises(ValueError, match="beta: expected a finite number >= 0"):
+        model.loss(x, model(x), beta=beta)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="beta: expected a finite number >= 0"):
+        pyvae.linear_warmup(1, 10, beta=beta)  # type: ignore[arg-type]
+
+
+def _numeric_arguments() -> list[tuple[str, str, str, object]]:
+    """(role, name, argument, bad value) for every numeric argument of every registered part."""
+    import inspect
+
+    from pyvae.objectives import OBJECTIVES
+    from pyvae.posteriors import POSTERIORS
+
+    registries = {
+        "likelihood": pyvae.LIKELIHOODS,
+        "prior": pyvae.PRIORS,
+        "objective": OBJECTIVES,
+        "posterior": POSTERIORS,
+        "corruption": pyvae.CORRUPTIONS,
+        "model": pyvae.MODELS,
+    }
+    cases = []
+    for role, registry in registries.items():
+        for name in registry.names():
+            for arg, p in inspect.signature(registry.get(name)).parameters.items():
+                default = p.default
+                if isinstance(default, bool) or not isinstance(default, (int, float)):
+                    continue
+                bads = [True, "1"] + ([math.nan, math.inf] if isinstance(default, float) else [2.5])
+                cases += [(role, name, arg, bad) for bad in bads]
+    return cases
+
+
+@pytest.mark.parametrize(("role", "name", "arg", "bad"), _numeric_arguments())
+def test_number_checks_agree_everywhere(role: str, name: str, arg: str, bad: object) -> None:
+    """A bool is not a number, NaN and infinity are not sizes or scales: every numeric argument of
+    every registered part refuses them with a ValueError (ConfigError) or TypeError."""
+    spec = {"name": name, arg: bad}
+    with pytest.raises((ValueError, TypeError)):
+        if role == "model":
+            pyvae.build(spec)
+        elif role == "corruption":
+            pyvae.build("denoising", input_shape=[4], hidden_dims=[8], corruption=spec)
+        else:
+            pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8], **{role: spec})
+
+
+def test_a_component_serves_one_model() -> None:
+    """Regression: a component instance passed to two builds was silently shared."""
+    prior = pyvae.PRIORS.build({"name": "learned_normal", "latent_dim": 2})
+    likelihood = pyvae.LIKELIHOODS.build({"name": "gaussian", "event_shape": [4]})
+    first = _mlp(prior=prior, likelihood=likelihood)
+    with pytest.raises(pyvae.ConfigError, match="prior: this .* already belongs to another model"):
+        _mlp(prior=prior)
+    with pytest.raises(pyvae.ConfigError, match="likelihood: .* already belongs to another model"):
+        _mlp(likelihood=likelihood)
+    assert first.prior is prior and first.likelihood is likelihood

@@ -38,11 +38,28 @@ from torch.distributions import Distribution
 
 from pyvae.config import check_positive_int
 from pyvae.kl import KLMethod, kl_divergence
+from pyvae.validation import in_range, validate_args_enabled
 
 if TYPE_CHECKING:
     from pyvae.models.base import BaseVAE
 
 __all__ = ["elbo", "iwae_bound", "linear_warmup", "log_likelihood"]
+
+#: The most samples z (over the batch) that :func:`elbo`, :func:`iwae_bound` and
+#: :func:`log_likelihood` decode at once by default, so that memory stays bounded for any k.
+DEFAULT_CHUNK_SIZE = 4096
+
+
+def _check_result(name: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` unless it holds NaN or infinity (when value checks run): never a silent NaN."""
+    if validate_args_enabled() and not in_range(value):
+        bad = int((~torch.isfinite(value.detach())).sum())
+        raise FloatingPointError(
+            f"{name}: {bad} of {value.numel()} examples gave a non-finite value; check the "
+            f"model's weights and the inputs, or switch checks off with "
+            f"pyvae.set_validate_args(False)"
+        )
+    return value
 
 
 def _check_chunk_size(chunk_size: int | None) -> None:
@@ -91,7 +108,7 @@ def iwae_bound(
     k: int,
     *,
     y: torch.Tensor | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """The importance-weighted bound ``log (1/k) sum_i w_i`` per example, in nats, shape (B,).
 
@@ -105,12 +122,18 @@ def iwae_bound(
         x: inputs of shape (B, *input_shape).
         k: the number of importance samples per example.
         y: the labels of a conditional model, shape (B,).
-        chunk_size: decode at most ``max(chunk_size, B)`` samples at once (``None``: all
-            ``k * B`` in one pass).
+        chunk_size: decode at most ``max(chunk_size, B)`` samples at once (default
+            :data:`DEFAULT_CHUNK_SIZE`; ``None``: all ``k * B`` in one pass).
 
     Returns:
         Tensor of shape (B,): ``logsumexp_i(log w_i) - log k``.
     """
+    return _check_result("iwae_bound", _iwae(model, x, k, y, chunk_size))
+
+
+def _iwae(
+    model: BaseVAE, x: torch.Tensor, k: int, y: torch.Tensor | None, chunk_size: int | None
+) -> torch.Tensor:
     check_positive_int("k", k)
     _check_chunk_size(chunk_size)
     y, posterior, prior = _prepare(model, x, y)
@@ -129,7 +152,7 @@ def elbo(
     k: int = 1,
     y: torch.Tensor | None = None,
     kl_method: KLMethod = "auto",
-    chunk_size: int | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """The evidence lower bound ``E_q[log p(x|z)] - KL(q(z|x) || p(z))`` per example, in nats.
 
@@ -145,7 +168,8 @@ def elbo(
         k: the number of samples of z per example.
         y: the labels of a conditional model, shape (B,).
         kl_method: ``"auto"``, ``"closed_form"`` or ``"monte_carlo"``.
-        chunk_size: decode at most ``max(chunk_size, B)`` samples at once (``None``: all).
+        chunk_size: decode at most ``max(chunk_size, B)`` samples at once (default
+            :data:`DEFAULT_CHUNK_SIZE`; ``None``: all ``k * B`` in one pass).
 
     Returns:
         Tensor of shape (B,).
@@ -157,7 +181,7 @@ def elbo(
         log_px - kl_divergence(posterior, prior, z, method=kl_method)
         for z, log_px in _samples(model, x, y, posterior, k, chunk_size)
     ]
-    return torch.cat(terms).mean(dim=0)
+    return _check_result("elbo", torch.cat(terms).mean(dim=0))
 
 
 @torch.no_grad()
@@ -167,7 +191,7 @@ def log_likelihood(
     *,
     y: torch.Tensor | None = None,
     k: int = 5000,
-    chunk_size: int = 4096,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """The importance-sampled estimate of ``log p(x)`` per example, in nats, shape (B,).
 
@@ -189,7 +213,7 @@ def log_likelihood(
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        return iwae_bound(model, x, k, y=y, chunk_size=chunk_size)
+        return _check_result("log_likelihood", _iwae(model, x, k, y, chunk_size))
     finally:
         for module, mode in modes:
             module.training = mode
@@ -205,13 +229,19 @@ def linear_warmup(step: int, warmup_steps: int, *, beta: float = 1.0) -> float:
     Args:
         step: the current training step, >= 0.
         warmup_steps: the length of the warm-up in steps, >= 0.
-        beta: the final KL weight, >= 0 (1 for the ELBO; other values give a beta-VAE).
+        beta: the final KL weight, finite and >= 0 (1 for the ELBO; other values give a
+            beta-VAE).
     """
     for name, value in (("step", step), ("warmup_steps", warmup_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
-        raise ValueError(f"beta: expected a number >= 0, got {beta!r}")
+    if (
+        isinstance(beta, bool)
+        or not isinstance(beta, (int, float))
+        or not math.isfinite(beta)
+        or beta < 0
+    ):
+        raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}")
     if warmup_steps == 0:
         return float(beta)
     return float(beta) * min(1.0, step / warmup_steps)

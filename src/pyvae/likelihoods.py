@@ -224,9 +224,11 @@ class _LocScaleLikelihood(Likelihood):
             raise ConfigError(
                 f"learn_scale: expected None, 'global' or 'per_dim', got {learn_scale!r}"
             )
-        if not (isinstance(min_scale, (int, float)) and math.isfinite(min_scale)) or not (
-            0 <= min_scale < (scale if learn_scale else math.inf)
-        ):
+        if not (
+            isinstance(min_scale, (int, float))
+            and not isinstance(min_scale, bool)
+            and math.isfinite(min_scale)
+        ) or not (0 <= min_scale < (scale if learn_scale else math.inf)):
             raise ConfigError(
                 f"min_scale: expected a number >= 0 and below scale={scale!r}, got {min_scale!r}"
             )

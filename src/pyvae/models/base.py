@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from pyvae import evaluation
 from pyvae.config import ConfigError, Configurable, check_positive_int, check_positive_ints
 from pyvae.kl import KLMethod, kl_divergence
 from pyvae.likelihoods import LIKELIHOODS, Likelihood
-from pyvae.objectives import OBJECTIVES, Objective
+from pyvae.objectives import OBJECTIVES, Objective, check_weight
 from pyvae.outputs import LossTerms, VAEOutput
 from pyvae.posteriors import POSTERIORS, PosteriorHead, latent_point
 from pyvae.priors import PRIORS, Prior, draw
@@ -256,9 +257,10 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         """
         self.check_input(x)
         y = self.check_labels(y, x.shape[0])
-        posterior = self._encode(x, y)
-        z = self.reparameterize(posterior)
-        params = self._decode(z, y)
+        with _batch_norm_errors():
+            posterior = self._encode(x, y)
+            z = self.reparameterize(posterior)
+            params = self._decode(z, y)
         if params.shape != x.shape:
             raise RuntimeError(
                 f"{type(self).__name__}.decode returned shape {format_shape(list(params.shape))}"
@@ -315,14 +317,9 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         """
         # forward checked x's values; the likelihood's support check sees NaN too
         self._check_structure(x)
-        if not isinstance(out, VAEOutput):
-            raise TypeError(f"out: expected the VAEOutput of model(x), got {type(out).__name__}")
-        if beta is not None and (
-            isinstance(beta, bool)
-            or not isinstance(beta, (int, float))
-            or not (beta >= 0 and math.isfinite(beta))
-        ):
-            raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}")
+        self._check_output(x, out)
+        if beta is not None:
+            check_weight("beta", beta)
         terms = self.objective(self, x, out, beta=beta, kl_method=kl_method)
         if validate_args_enabled() and not bool(torch.isfinite(terms.loss)):
             term = "recon (-log p(x|z))" if not bool(torch.isfinite(terms.recon).all()) else "kl"
@@ -343,23 +340,52 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
     ) -> torch.Tensor:
         """``n`` draws z ~ p(z), decoded to the mean of p(x|z): shape (n, *input_shape).
 
+        The model runs in eval mode for the call (each submodule's mode is restored), so
+        sampling never updates batch-norm running statistics and never uses batch statistics.
+
         Args:
             n: the number of samples.
             y: for a conditional model, the class of each sample, integer tensor of shape (n,).
             generator: makes the draws reproducible (the global RNG is left untouched).
         """
         check_positive_int("n", n)
+        reference = self._reference_tensor()
+        device = reference.device if reference is not None else torch.device("cpu")
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(
+                    f"generator: expected a torch.Generator or None, got "
+                    f"{type(generator).__name__}; e.g. torch.Generator().manual_seed(0)"
+                )
+        values = n * max(math.prod(self.input_shape), self.latent_dim)
+        if values >= 2**62:
+            raise ValueError(
+                f"n: {n} samples of shape {format_shape(list(self.input_shape))} are more "
+                f"values than a tensor can hold; draw them in batches"
+            )
         y = self.check_labels(y, n)
-        z = draw(self.prior_distribution(), n, generator=generator)
-        return self.likelihood.mean(self._decode(z, y))
+        try:
+            with _eval_mode(self):  # batch statistics and running averages stay untouched
+                z = draw(self.prior_distribution(), n, generator=generator)
+                return self.likelihood.mean(self._decode(z, y))
+        except (MemoryError, RuntimeError) as exc:
+            if not (isinstance(exc, MemoryError) or _out_of_memory(exc)):
+                raise
+            raise MemoryError(
+                f"sample: not enough memory for n={n} samples of shape "
+                f"{format_shape(list(self.input_shape))} on {device}; draw them in batches "
+                f"({str(exc).splitlines()[0][:160]})"
+            ) from None
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The mean of p(x|z) at the posterior's point (its mean; see
-        :func:`pyvae.posteriors.latent_point`): shape (B, *input_shape)."""
+        :func:`pyvae.posteriors.latent_point`): shape (B, *input_shape). Runs in eval mode (each
+        submodule's mode is restored afterwards)."""
         self.check_input(x)
         y = self.check_labels(y, x.shape[0])
-        return self.likelihood.mean(self._decode(latent_point(self._encode(x, y)), y))
+        with _eval_mode(self):  # inference: no corruption, no batch-norm statistics updated
+            return self.likelihood.mean(self._decode(latent_point(self._encode(x, y)), y))
 
     def log_likelihood(
         self,
@@ -391,7 +417,8 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         return next(self.parameters(), None)
 
     def _check_structure(self, x: torch.Tensor) -> None:
-        """Shape, dtype and device of x (no value read back from the device)."""
+        """Shape, dtype and device of x (no value read back from the device); at least one
+        example (every entry point refuses an empty batch: a mean over no examples is NaN)."""
         reference = self._reference_tensor()
         check_tensor(
             "x",
@@ -400,6 +427,26 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             dtype=None if reference is None else reference.dtype,
             device=None if reference is None else reference.device,
         )
+        if x.shape[0] == 0:
+            raise ValueError(
+                f"x: expected at least one example, got an empty batch of shape "
+                f"{format_shape(list(x.shape))} (a mean over no examples is NaN); skip empty "
+                f"batches"
+            )
+
+    def _check_output(self, x: torch.Tensor, out: VAEOutput) -> None:
+        """``out`` is this model's output for this ``x`` (not another model's or batch's)."""
+        if not isinstance(out, VAEOutput):
+            raise TypeError(f"out: expected the VAEOutput of model(x), got {type(out).__name__}")
+        z_size = out.z.shape[-1] if out.z.dim() else None
+        if out.params.shape != x.shape or z_size != self.latent_dim:
+            raise ValueError(
+                f"out: expected the output of this model for x (params of shape "
+                f"{format_shape(list(x.shape))}, z of size {self.latent_dim}), got params of "
+                f"shape {format_shape(list(out.params.shape))} and z of shape "
+                f"{format_shape(list(out.z.shape))}: pass out = model(x) for the same model "
+                f"and batch"
+            )
 
     def save(
         self, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
@@ -486,6 +533,37 @@ class VAEWrapper(BaseVAE):
     def kl(self, out: VAEOutput, *, method: KLMethod = "auto") -> torch.Tensor:
         """The backbone's regulariser."""
         return self.backbone.kl(out, method=method)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block; each submodule's own mode restored after."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+@contextlib.contextmanager
+def _batch_norm_errors() -> Iterator[None]:
+    """Batch norm's raw error for a single value per channel, said in the model's terms."""
+    try:
+        yield
+    except ValueError as exc:
+        if "Expected more than 1 value per channel" not in str(exc):
+            raise
+        raise ValueError(
+            f"x: in training mode, batch norm needs more than one value per channel, and this "
+            f"batch gives one ({exc}); train with batches of at least 2 examples, or call "
+            f"model.eval() to use the running statistics"
+        ) from None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
 def inspect_parameters(cls: type) -> set[str]:
