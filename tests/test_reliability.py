@@ -569,3 +569,58 @@ def test_a_component_serves_one_model() -> None:
     with pytest.raises(pyvae.ConfigError, match="likelihood: .* already belongs to another model"):
         _mlp(likelihood=likelihood)
     assert first.prior is prior and first.likelihood is likelihood
+
+
+# -- configs x inputs ----------------------------------------------------------------------------
+
+small_configs = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["mlp", "conv", "denoising"]),
+        "latent_dim": st.integers(1, 3) | st.sampled_from([0, -1, True, 2.0, None]),
+        "likelihood": st.sampled_from(["bernoulli", "gaussian", "laplace", "nope", None]),
+        "prior": st.sampled_from(["normal", "learned_normal", "mog", None]),
+    }
+)
+input_dtypes = st.sampled_from(
+    [torch.float32, torch.float64, torch.float16, torch.int64, torch.uint8, torch.bool]
+)
+
+
+@given(small_configs, st.data())
+def test_configs_and_inputs_give_outputs_or_clear_errors(config: dict, data: st.DataObject) -> None:
+    """Whatever the config and the input, a call returns a result of the right shape or raises a
+    ValueError/TypeError (ConfigError, UnknownNameError, FloatingPointError are among them)."""
+    config = {k: v for k, v in config.items() if v is not None}
+    shape = (1, 4, 4)
+    extra = {"mlp": {"hidden_dims": [8]}, "conv": {"channels": [2], "hidden_dim": 4}}
+    try:
+        model = pyvae.build(
+            {**config, "input_shape": shape, **extra.get(config["name"], {"hidden_dims": [8]})}
+        )
+    except (ValueError, TypeError):
+        return
+    batch = data.draw(st.integers(0, 3), label="batch")
+    x_shape = data.draw(
+        st.just((batch, *shape)) | st.lists(st.integers(0, 4), max_size=4).map(tuple),
+        label="x shape",
+    )
+    dtype = data.draw(input_dtypes, label="dtype")
+    x = torch.rand(x_shape).to(dtype)
+    if x.is_floating_point() and x.numel() and data.draw(st.booleans(), label="poison"):
+        x.view(-1)[0] = data.draw(st.sampled_from([math.nan, math.inf, -1.0, 2.0]), label="value")
+    if x.dim() >= 2 and data.draw(st.booleans(), label="non-contiguous"):
+        x = x.transpose(0, -1).contiguous().transpose(0, -1)
+    model.train(data.draw(st.booleans(), label="train"))
+    call = data.draw(st.sampled_from(["forward", "loss", "reconstruct", "elbo"]), label="call")
+    try:
+        if call == "forward":
+            result = model(x).params
+        elif call == "loss":
+            result = model.loss(x, model(x)).recon
+        elif call == "reconstruct":
+            result = model.reconstruct(x)
+        else:
+            result = pyvae.elbo(model, x)
+    except (ValueError, TypeError):
+        return
+    assert result.shape[0] == x.shape[0] and bool(torch.isfinite(result).all())
