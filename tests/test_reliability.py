@@ -624,3 +624,18 @@ def test_configs_and_inputs_give_outputs_or_clear_errors(config: dict, data: st.
     except (ValueError, TypeError):
         return
     assert result.shape[0] == x.shape[0] and bool(torch.isfinite(result).all())
+
+
+def test_deeply_nested_sampler_config_is_a_sampler_error(tmp_path: Path) -> None:
+    from pyvae import samplers
+
+    model = pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8])
+    header = {
+        "format": "pyvae-sampler",
+        "format_version": "1",
+        "latent_dim": "2",
+        "config": '{"name": "gmm", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    }
+    save_file({"weights": torch.ones(10)}, tmp_path / "s.safetensors", metadata=header)
+    with pytest.raises(samplers.SamplerError, match="nests deeper than 32 levels"):
+        samplers.load(tmp_path / "s.safetensors", model)

@@ -289,10 +289,18 @@ def load(path: str | os.PathLike[str], model: BaseVAE) -> LatentSampler:
             f"{path}: sampler format version {header.get('format_version')!r}, this pyvae reads "
             f"{FORMAT_VERSION!r}"
         )
+    from pyvae.checkpoint import MAX_JSON_DEPTH, _json_depth
+
+    text = header.get("config", "")
+    if _json_depth(text) > MAX_JSON_DEPTH:  # json.loads would recurse without bound
+        raise SamplerError(
+            f"{path}: the sampler config nests deeper than {MAX_JSON_DEPTH} levels; the file is "
+            f"corrupt or hostile"
+        )
     try:
-        config = json.loads(header.get("config", ""))
-    except json.JSONDecodeError as exc:
-        raise SamplerError(f"{path}: the sampler config is not valid JSON ({exc})") from exc
+        config = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise SamplerError(f"{path}: the sampler config is not valid JSON ({exc})") from None
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
         raise SamplerError(f"{path}: the sampler config is not a dict with a 'name'")
     if header.get("latent_dim") != str(model.latent_dim):
