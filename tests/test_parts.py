@@ -167,3 +167,12 @@ def test_denoising_is_a_wrapper_that_delegates_its_parts() -> None:
     model.loss(x, model(x, y)).loss.backward()
     with pytest.raises(pyvae.ConfigError, match="got a model instance and backbone arguments"):
         pyvae.build("denoising", backbone=pyvae.build("mlp", **SMALL), latent_dim=3)
+
+
+def test_an_objective_that_needs_a_density_refuses_a_point_mass_posterior_at_build() -> None:
+    # found by pyvae.testing: this combination used to build and fail at the first loss
+    with pytest.raises(pyvae.ConfigError, match="objective 'elbo' needs a posterior with a den"):
+        pyvae.build("mlp", **SMALL, posterior="point")
+    model = pyvae.build("conv", input_shape=SHAPE, latent_dim=2, posterior="point", objective="ae")
+    x = torch.rand(2, *SHAPE)
+    assert torch.isfinite(model.loss(x, model(x)).loss)

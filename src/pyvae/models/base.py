@@ -156,14 +156,17 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
     ) -> PosteriorHead:
         """The posterior head of this model from a name, dict or instance (see
         :mod:`pyvae.posteriors`), for encoder features of width ``in_features`` (a conditional
-        model's head also receives the one-hot label: ``in_features + num_classes`` inputs)."""
-        return self._component(
+        model's head also receives the one-hot label: ``in_features + num_classes`` inputs).
+        The objective may refuse the family (:meth:`pyvae.Objective.check_posterior`)."""
+        head = self._component(
             POSTERIORS,
             spec,
             "posterior",
             in_features=in_features + self.condition_dim,
             latent_dim=self.latent_dim,
         )
+        self.objective.check_posterior(head)
+        return head
 
     # -- what a concrete model defines -------------------------------------------------------
     @abc.abstractmethod

@@ -26,6 +26,7 @@ from pyvae.registry import Registry
 
 if TYPE_CHECKING:
     from pyvae.models.base import BaseVAE
+    from pyvae.posteriors import PosteriorHead
 
 __all__ = [
     "ELBO",
@@ -59,6 +60,9 @@ class Objective(Configurable, nn.Module, abc.ABC):
 
     #: Whether the objective needs a prior p(z) (the model refuses ``prior=None`` then).
     requires_prior: bool = True
+    #: Whether the objective needs the density log q(z|x) (the KL term): a deterministic
+    #: posterior head (a point mass) is refused then.
+    requires_density: bool = True
 
     def check_model(self, model: BaseVAE) -> None:
         """Raise :class:`pyvae.ConfigError` if ``model`` cannot use this objective (called when
@@ -67,6 +71,19 @@ class Objective(Configurable, nn.Module, abc.ABC):
             raise ConfigError(
                 f"objective {type(self).registered_name!r} needs a prior p(z), got prior=None; "
                 f"pass a prior (e.g. prior='normal') or use objective='ae'"
+            )
+
+    def check_posterior(self, head: PosteriorHead) -> None:
+        """Raise :class:`pyvae.ConfigError` if this objective cannot train a model with the
+        posterior ``head`` (called by :meth:`pyvae.BaseVAE.build_posterior` when the head is
+        built). By default a deterministic head (a point mass, which has no density) is refused
+        when the objective ``requires_density``; an objective that needs a particular family
+        (e.g. a diagonal Gaussian) overrides it."""
+        if self.requires_density and head.deterministic:
+            raise ConfigError(
+                f"objective {type(self).registered_name!r} needs a posterior with a density "
+                f"(its KL term uses log q(z|x)), got the deterministic posterior "
+                f"{type(head).registered_name!r}; use objective='ae' for a point-mass posterior"
             )
 
     @abc.abstractmethod
@@ -135,6 +152,7 @@ class AutoencoderObjective(Objective):
     """
 
     requires_prior = False
+    requires_density = False
 
     def __init__(self, l2: float = 0.0) -> None:
         super().__init__()
