@@ -15,7 +15,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    ExpTransform,
+    Independent,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+    TransformedDistribution,
+)
 from torch.distributions import kl_divergence as _closed_form_kl
 from torch.distributions.kl import register_kl
 
@@ -251,12 +260,20 @@ def _diagonal() -> Distribution:
     return DiagonalNormal(torch.zeros(1), torch.ones(1))
 
 
+def _full() -> Distribution:
+    return MultivariateNormal(torch.zeros(1), scale_tril=torch.ones(1, 1), validate_args=False)
+
+
+def _flow() -> Distribution:
+    return TransformedDistribution(_gaussian(), [ExpTransform()], validate_args=False)
+
+
 def _builtin_pairs() -> list[tuple[Distribution, Distribution]]:
     """The pairs pyvae's own posteriors and priors produce (torch's Independent(Normal) or a
-    DiagonalNormal against the normal/learned_normal priors and against the mog/vamp mixtures, for
-    which torch has no closed form), and torch's own pair for plug-ins with Independent(Normal)
-    priors."""
-    posteriors = (_gaussian(), _diagonal())
+    DiagonalNormal, the full-covariance MultivariateNormal and the flows' TransformedDistribution
+    against the normal/learned_normal priors and against the mog/vamp mixtures, for which torch
+    has no closed form), and torch's own pair for plug-ins with Independent(Normal) priors."""
+    posteriors = (_gaussian(), _diagonal(), _full(), _flow())
     priors = (_standard(), _diagonal(), _mixture(), _gaussian())
     return [(q, p) for q in posteriors for p in priors]
 

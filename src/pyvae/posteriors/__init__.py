@@ -8,7 +8,9 @@ reparameterised ``rsample`` and an exact ``log_prob``. Every built-in backbone t
 has no closed form, and :func:`pyvae.log_likelihood` works unchanged.
 
 Registered here: ``gaussian`` (diagonal, the default) and ``point`` (a point mass: the
-deterministic autoencoder). Register a new one with :func:`register_posterior`.
+deterministic autoencoder); in submodules ``full_gaussian`` (full covariance through a Cholesky
+factor, :mod:`pyvae.posteriors.full_gaussian`) and the normalizing flows ``planar`` and ``iaf``
+(:mod:`pyvae.posteriors.flows`). Register a new one with :func:`register_posterior`.
 """
 
 from __future__ import annotations
@@ -163,3 +165,7 @@ def latent_point(posterior: Distribution) -> torch.Tensor:
             z = transform(z)
         return z
     return posterior.mean
+
+
+# the families in submodules register themselves on import
+from pyvae.posteriors import flows, full_gaussian  # noqa: E402, F401
