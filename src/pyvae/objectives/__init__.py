@@ -5,7 +5,9 @@ An objective is chosen when the model is built (``pyvae.build("mlp", objective="
 ``model.loss(x, model(x)).loss.backward()``. It returns :class:`pyvae.LossTerms` with the
 per-example terms it optimises (``recon``, ``kl`` and its own extras).
 
-Registered here: ``elbo`` (the negative ELBO, with a KL weight ``beta``) and ``ae`` (the
+Registered: ``elbo`` (the negative ELBO, with a KL weight ``beta``, free bits and KL schedules;
+:mod:`pyvae.objectives.elbo`), ``beta_tc`` (:mod:`pyvae.objectives.beta_tc`), ``mmd`` (InfoVAE,
+:mod:`pyvae.objectives.mmd`), ``iwae`` (:mod:`pyvae.objectives.iwae`) and ``ae`` (the
 autoencoder's reconstruction term, with an optional latent L2 penalty). Register a new one with
 :func:`register_objective`.
 """
@@ -108,35 +110,6 @@ def list_objectives(pattern: str | None = None) -> list[str]:
     return OBJECTIVES.names(pattern)
 
 
-@register_objective("elbo")
-class ELBO(Objective):
-    """The negative evidence lower bound, ``loss = mean_b(recon + beta * kl)`` (Kingma and
-    Welling, 2014); ``beta != 1`` gives a beta-VAE (Higgins et al., 2017).
-
-    Args:
-        beta: the KL weight, a finite number >= 0 (``model.loss(..., beta=...)`` overrides it for
-            one call, e.g. for a warm-up schedule in your own loop).
-    """
-
-    def __init__(self, beta: float = 1.0) -> None:
-        super().__init__()
-        self.beta = check_weight("beta", beta)
-
-    def forward(
-        self,
-        model: BaseVAE,
-        x: torch.Tensor,
-        out: VAEOutput,
-        *,
-        beta: float | None = None,
-        kl_method: KLMethod = "auto",
-    ) -> LossTerms:
-        weight = self.beta if beta is None else beta
-        recon = model.reconstruction_term(x, out)
-        kl = model.kl(out, method=kl_method)
-        return LossTerms(loss=(recon + weight * kl).mean(), recon=recon, kl=kl)
-
-
 @register_objective("ae")
 class AutoencoderObjective(Objective):
     """The deterministic autoencoder's loss: the reconstruction term ``-log p(x|z)`` (for the
@@ -174,3 +147,8 @@ class AutoencoderObjective(Objective):
         penalty = 0.5 * z.pow(2).flatten(1).sum(1)
         loss = (recon + self.l2 * penalty).mean() if self.l2 else recon.mean()
         return LossTerms(loss=loss, recon=recon, kl=torch.zeros_like(recon), extras={"l2": penalty})
+
+
+# the objectives of their own modules register on import (after the base class exists)
+from pyvae.objectives import beta_tc, iwae, mmd  # noqa: E402, F401
+from pyvae.objectives.elbo import ELBO  # noqa: E402
