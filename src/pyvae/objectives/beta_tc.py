@@ -36,16 +36,16 @@ _LOG_2PI = math.log(2 * math.pi)
 _ESTIMATORS = ("mss", "mws")
 
 
-def _log_weights(
-    batch: int, dataset_size: int, estimator: str, device: torch.device
-) -> torch.Tensor:
+def _log_weights(batch: int, dataset_size: int, estimator: str, like: torch.Tensor) -> torch.Tensor:
     """log w_ij, (B, B): the weight of q(z_i | x_j) in the estimate of q(z_i)."""
     if estimator == "mws":
-        return torch.full((batch, batch), -math.log(dataset_size * batch), device=device)
+        return like.new_full((batch, batch), -math.log(dataset_size * batch))
     own = -math.log(dataset_size)
     other = math.log(dataset_size - 1) - math.log(dataset_size) - math.log(batch - 1)
-    eye = torch.eye(batch, dtype=torch.bool, device=device)
-    return torch.where(eye, torch.full_like(eye, own, dtype=torch.float32), other)
+    eye = torch.eye(batch, dtype=torch.bool, device=like.device)
+    return torch.where(
+        eye, like.new_full((batch, batch), own), like.new_full((batch, batch), other)
+    )
 
 
 def tc_decomposition(
@@ -97,7 +97,7 @@ def tc_decomposition(
     # m[i, j, d] = log N(z_id; loc_jd, scale_jd)
     standard = (z.unsqueeze(1) - loc.unsqueeze(0)) / scale.unsqueeze(0)
     m = -0.5 * standard * standard - scale.log().unsqueeze(0) - 0.5 * _LOG_2PI
-    log_w = _log_weights(batch, dataset_size, estimator, z.device)
+    log_w = _log_weights(batch, dataset_size, estimator, z)
     log_qz_x = torch.diagonal(m, dim1=0, dim2=1).sum(0)  # (B,): log q(z_i | x_i)
     log_qz = torch.logsumexp(log_w + m.sum(-1), dim=1)
     log_prod = torch.logsumexp(log_w.unsqueeze(-1) + m, dim=1).sum(-1)
