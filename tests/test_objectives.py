@@ -472,3 +472,17 @@ def test_objectives_compile_fullgraph(objective: dict[str, Any]) -> None:
         assert int(model.objective.step) == 1
         compiled(x)
         assert int(model.objective.step) == 2
+
+
+def test_fit_keeps_the_objectives_own_weight() -> None:
+    """pyvae.training.fit passes no beta unless given one: the objective's weight and schedule
+    apply, and objectives without a KL weight (iwae, ae) train."""
+    data = torch.rand(8, *SHAPE)
+    model = _model({"name": "elbo", "beta": 4.0, "schedule": {"name": "linear", "warmup_steps": 8}})
+    history = pyvae.training.fit(model, data, epochs=2, batch_size=4, seed=0)
+    assert int(model.objective.step) == 4
+    assert history[-1]["beta"] == pytest.approx(4.0 * 3 / 8)  # the weight of the last step
+    iwae = _model({"name": "iwae", "k": 2})
+    assert "beta" not in pyvae.training.fit(iwae, data, epochs=1, batch_size=4)[0]
+    ae = pyvae.build("ae", input_shape=SHAPE, hidden_dims=(8,))
+    assert pyvae.training.fit(ae, data, epochs=1, batch_size=4)[0]["train_kl"] == 0.0

@@ -12,10 +12,11 @@ needs, and every callback here can also be called from a plain loop (see the doc
                    CSVLogger("runs/a/history.csv"), TensorBoardLogger("runs/a/tb")],
     )
 
-Each epoch appends one row (a dict of floats) to the history: ``epoch``, ``step``, ``beta``,
-``train_loss``, ``train_recon``, ``train_kl`` and ``train_neg_elbo = train_recon + train_kl``
-(means over the epoch's examples, nats), the
-``eval_neg_elbo``, ``eval_recon``, ``eval_kl`` of ``eval_data`` and whatever the callbacks add.
+Each epoch appends one row (a dict of floats) to the history: ``epoch``, ``step``, ``beta`` (the KL
+weight used: fit's, else the objective's, where it has one), ``train_loss``, ``train_recon``,
+``train_kl`` and ``train_neg_elbo = train_recon + train_kl`` (means over the epoch's examples,
+nats), the ``eval_neg_elbo``, ``eval_recon``, ``eval_kl`` of ``eval_data`` and whatever the
+callbacks add.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class TrainState:
         epochs: the number of epochs asked for.
         epoch: the current epoch, from 1.
         step: optimizer steps taken so far (skipped steps not counted).
-        beta: the KL weight of the current step.
+        beta: the KL weight passed to ``model.loss`` this step (``None``: the objective's own).
         row: the current epoch's history row; callbacks add their numbers to it.
         history: the rows of the finished epochs.
         stop: set to True to stop after the current step (the epoch's row is still written).
@@ -89,7 +90,7 @@ class TrainState:
     epochs: int
     epoch: int = 0
     step: int = 0
-    beta: float = 1.0
+    beta: float | None = None
     row: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     stop: bool = False
@@ -142,6 +143,18 @@ def _beta(beta: Schedule, step: int) -> float:
     return float(value)
 
 
+def _objective_beta(model: BaseVAE, terms: LossTerms | None) -> float | None:
+    """The KL weight the model's objective used at its last step (its scheduled ``beta``
+    extra, else its ``beta`` attribute), for the history row; ``None`` if it has none."""
+    extras = getattr(terms, "extras", None) or {}
+    if isinstance(extras.get("beta"), torch.Tensor):
+        return float(extras["beta"].detach().reshape(-1)[0])
+    weight = getattr(getattr(model, "objective", None), "beta", None)
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool):
+        return float(weight)
+    return None
+
+
 def _loader(data: torch.Tensor | Iterable[Any], batch_size: int, seed: int | None) -> Any:
     if isinstance(data, torch.Tensor):
         from torch.utils.data import DataLoader, TensorDataset
@@ -160,7 +173,7 @@ def fit(
     epochs: int = 10,
     optimizer: torch.optim.Optimizer | None = None,
     lr: float = 1e-3,
-    beta: Schedule = 1.0,
+    beta: Schedule | None = None,
     eval_data: torch.Tensor | Iterable[Any] | None = None,
     callbacks: Sequence[Callback] = (),
     batch_size: int = 128,
@@ -182,8 +195,10 @@ def fit(
         epochs: the number of passes over ``train``.
         optimizer: the optimizer (default: Adam over ``model.parameters()`` with ``lr``).
         lr: the learning rate of the default optimizer.
-        beta: the KL weight: a number, or a schedule ``step -> weight`` such as
-            ``lambda s: pyvae.linear_warmup(s, 1000)``.
+        beta: the KL weight passed to ``model.loss``: ``None`` (default) keeps the objective's
+            own (its ``beta`` and schedule, chosen at build time; objectives without a KL weight,
+            such as ``"ae"`` and ``"iwae"``, need ``None``), a number, or a schedule
+            ``step -> weight`` such as ``lambda s: pyvae.linear_warmup(s, 1000)``.
         eval_data: held-out inputs (tensor or loader) scored after each epoch.
         callbacks: :class:`Callback` instances, called in order.
         batch_size: the batch size when ``train`` is a tensor.
@@ -205,7 +220,8 @@ def fit(
         ):
             raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    _beta(beta, 0)  # a bad schedule fails before training
+    if beta is not None:
+        _beta(beta, 0)  # a bad schedule fails before training
     reference = next(model.parameters(), None)
     device = reference.device if reference is not None else torch.device("cpu")
     dtype = reference.dtype if reference is not None else torch.get_default_dtype()
@@ -226,11 +242,12 @@ def fit(
             state.epoch, state.row = epoch, {}
             sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
             seen = 0
+            last: LossTerms | None = None
             for batch in loader:
                 x, y = _split_batch(batch, conditional)
                 x = x.to(device, dtype)
                 y = None if y is None else torch.as_tensor(y).to(device)
-                state.beta = _beta(beta, state.step)
+                state.beta = None if beta is None else _beta(beta, state.step)
                 state.skip_step = False
                 out = _call(model, x, y)
                 try:
@@ -242,6 +259,7 @@ def fit(
                     for guard in guards:
                         guard.fail_step(state, f"{exc} (step {state.step}, epoch {epoch})")
                 if terms is not None:
+                    last = terms
                     for cb in callbacks:
                         cb.on_loss(state, terms)
                 optimizer.zero_grad(set_to_none=True)
@@ -273,7 +291,10 @@ def fit(
                         )
                 if state.stop:
                     break
-            row: dict[str, float] = {"epoch": epoch, "step": state.step, "beta": state.beta}
+            row: dict[str, float] = {"epoch": epoch, "step": state.step}
+            row_beta = state.beta if state.beta is not None else _objective_beta(model, last)
+            if row_beta is not None:
+                row["beta"] = row_beta
             row.update({f"train_{k}": (v / seen if seen else math.nan) for k, v in sums.items()})
             row["train_neg_elbo"] = row["train_recon"] + row["train_kl"]
             if eval_data is not None:
