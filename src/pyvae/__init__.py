@@ -40,6 +40,7 @@ from pyvae.models import (
     register_model,
 )
 from pyvae.objectives import OBJECTIVES, Objective, list_objectives, register_objective
+from pyvae.objectives.elbo import cyclical_annealing
 from pyvae.outputs import LossTerms, VAEOutput
 from pyvae.posteriors import POSTERIORS, PosteriorHead, list_posteriors, register_posterior
 from pyvae.priors import (
@@ -93,6 +94,7 @@ __all__ = [
     "VampPrior",
     "__version__",
     "build",
+    "cyclical_annealing",
     "elbo",
     "evaluate",
     "export",
