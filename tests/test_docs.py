@@ -252,8 +252,12 @@ def test_plugin_package_loads_through_entry_points(tmp_path: Path) -> None:
     files = {b.package_file: b.code for b in blocks if b.package_file}
     assert {"pyproject.toml", "src/pyvae_tiny/__init__.py"} <= set(files)
     # components.py is "the three classes above, as they are": the page's python blocks that
-    # register them.
-    registering = [b.code for b in blocks if b.lang == "python" and "@pyvae.register_" in b.code]
+    # register them (the page's other sections, e.g. an objective, are not in the package).
+    registering = [
+        b.code
+        for b in blocks
+        if b.lang == "python" and re.search(r"@pyvae\.register_(likelihood|prior|model)\(", b.code)
+    ]
     assert len(registering) == 3, "expected the likelihood, prior and model blocks"
     files["src/pyvae_tiny/components.py"] = "\n\n".join(registering)
 
