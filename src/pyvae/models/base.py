@@ -296,6 +296,14 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         z = out.z.float() if out.z.dtype in _HALF_DTYPES else out.z
         return kl_divergence(out.posterior, self.prior_distribution(), z=z, method=method)
 
+    def kl_terms(
+        self, out: VAEOutput, *, method: KLMethod = "auto"
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`kl` per example, (B,), and its named parts, reported by objectives as
+        :class:`~pyvae.LossTerms` extras (the ladder: ``kl_layers``, (B, L)). By default
+        ``(self.kl(out, method=method), {})``; models whose regulariser has parts override it."""
+        return self.kl(out, method=method), {}
+
     def loss(
         self,
         x: torch.Tensor,
@@ -536,6 +544,12 @@ class VAEWrapper(BaseVAE):
     def kl(self, out: VAEOutput, *, method: KLMethod = "auto") -> torch.Tensor:
         """The backbone's regulariser."""
         return self.backbone.kl(out, method=method)
+
+    def kl_terms(
+        self, out: VAEOutput, *, method: KLMethod = "auto"
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The backbone's regulariser and its parts."""
+        return self.backbone.kl_terms(out, method=method)
 
 
 @contextlib.contextmanager

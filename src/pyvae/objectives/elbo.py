@@ -269,7 +269,7 @@ class ELBO(Objective):
     ) -> LossTerms:
         weight = self.weight(beta)
         recon = model.reconstruction_term(x, out)
-        kl = model.kl(out, method=kl_method)
+        kl, parts = model.kl_terms(out, method=kl_method)  # a hierarchy: kl_layers
         if self.free_bits > 0:
             per_dim = kl_per_dimension(
                 out.posterior, model.prior_distribution(), out.z, method=kl_method
@@ -278,7 +278,7 @@ class ELBO(Objective):
             loss = recon.mean() + weight * penalty
         else:
             loss = (recon + weight * kl).mean()
-        extras: dict[str, torch.Tensor] = {}
+        extras: dict[str, torch.Tensor] = dict(parts)
         if self.schedule is not None:
             extras["beta"] = torch.as_tensor(weight, dtype=kl.dtype, device=kl.device).expand_as(kl)
             if self.training:
