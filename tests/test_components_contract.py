@@ -16,6 +16,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "mlp": {"name": "mlp", "hidden_dims": (16,)},
     "conv": {"name": "conv", "channels": (4,), "hidden_dim": 16},
     "denoising": {"name": "denoising", "backbone": "mlp", "hidden_dims": (16,)},
+    "ladder": {"name": "ladder", "hidden_dims": (16,), "ladder_dim": 8},
 }
 LIKELIHOODS: dict[str, dict[str, Any]] = {
     "bernoulli": {"name": "bernoulli"},

@@ -54,6 +54,15 @@ TINY: dict[str, dict[str, Any]] = {
         "latent_dim": 3,
         "batch_norm": True,
     },
+    "ladder": {
+        "input_shape": SHAPE,
+        "latent_dims": (2, 1),
+        "backbone": "conv",
+        "channels": (4,),
+        "hidden_dim": 8,
+        "ladder_dim": 8,
+        "batch_norm": True,
+    },
 }
 PRIOR_CONFIG: dict[str, dict[str, Any]] = {"vamp": {"n_components": 3}, "mog": {"n_components": 3}}
 

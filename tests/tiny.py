@@ -16,6 +16,7 @@ TINY: dict[str, dict[str, Any]] = {
     "conv": {"channels": (4,), "hidden_dim": 8},
     "denoising": {"backbone": "mlp", "hidden_dims": (16,)},
     "ae": {"hidden_dims": (16,)},
+    "ladder": {"hidden_dims": (16,), "ladder_dim": 8},  # latent_dim 3 -> layers (2, 1)
 }
 PRIOR_CONFIG: dict[str, dict[str, Any]] = {"vamp": {"n_components": 3}, "mog": {"n_components": 3}}
 

@@ -1,4 +1,5 @@
-"""The models. Importing this package registers ``mlp``, ``conv``, ``ae`` and ``denoising``."""
+"""The models. Importing this package registers ``mlp``, ``conv``, ``ae``, ``denoising`` and
+``ladder``."""
 
 from pyvae.models.base import MODELS, BaseVAE, VAEWrapper, register_model
 from pyvae.models.conv import ConvVAE
@@ -11,6 +12,7 @@ from pyvae.models.denoising import (
     SaltAndPepper,
     register_corruption,
 )
+from pyvae.models.ladder import LadderVAE
 from pyvae.models.mlp import MLPVAE, Autoencoder
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "Corruption",
     "DenoisingVAE",
     "GaussianNoise",
+    "LadderVAE",
     "Masking",
     "SaltAndPepper",
     "VAEWrapper",
