@@ -486,3 +486,15 @@ def test_fit_keeps_the_objectives_own_weight() -> None:
     assert "beta" not in pyvae.training.fit(iwae, data, epochs=1, batch_size=4)[0]
     ae = pyvae.build("ae", input_shape=SHAPE, hidden_dims=(8,))
     assert pyvae.training.fit(ae, data, epochs=1, batch_size=4)[0]["train_kl"] == 0.0
+
+
+@pytest.mark.parametrize("posterior", ["full_gaussian", "planar", "iaf"])
+def test_families_without_per_dimension_terms_are_refused_at_build(posterior: str) -> None:
+    with pytest.raises(pyvae.ConfigError, match="posterior: objective 'beta_tc' needs a diagonal"):
+        _model({"name": "beta_tc", "dataset_size": 10}, posterior=posterior)
+    with pytest.raises(pyvae.ConfigError, match="free_bits: needs a per-dimension KL"):
+        _model({"name": "elbo", "free_bits": 0.5}, posterior=posterior)
+    for objective in ({"name": "mmd"}, {"name": "iwae", "k": 2}):  # these serve any density
+        model = _model(objective, posterior=posterior)
+        x = torch.rand(3, *SHAPE)
+        model.loss(x, model(x)).loss.backward()

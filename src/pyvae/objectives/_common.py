@@ -12,6 +12,7 @@ from pyvae.config import ConfigError
 
 if TYPE_CHECKING:
     from pyvae.models.base import BaseVAE
+    from pyvae.posteriors import PosteriorHead
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -75,3 +76,26 @@ def require_diagonal_gaussian(q: Distribution, objective: str) -> tuple[torch.Te
             + (f" of {type(q.base_dist).__name__}" if isinstance(q, Independent) else "")
         )
     return parts
+
+
+def probe_posterior(head: PosteriorHead) -> Distribution | None:
+    """The distribution ``head`` gives for one all-zero feature row (no gradients, eval mode,
+    modes restored), to check its family at build time; ``None`` if the probe fails (the check
+    is then left to the first loss call)."""
+    modes = [(m, m.training) for m in head.modules()]
+    head.eval()
+    try:
+        reference = next(head.parameters(), None)
+        features = torch.zeros(
+            1,
+            head.in_features,
+            dtype=reference.dtype if reference is not None else torch.get_default_dtype(),
+            device=reference.device if reference is not None else None,
+        )
+        with torch.no_grad():
+            return head(features)
+    except Exception:  # a head with its own input needs: checked at the first loss instead
+        return None
+    finally:
+        for module, mode in modes:
+            module.training = mode

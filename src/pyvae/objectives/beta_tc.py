@@ -24,11 +24,18 @@ import torch
 from pyvae.config import ConfigError
 from pyvae.kl import KLMethod
 from pyvae.objectives import Objective, check_weight, register_objective
-from pyvae.objectives._common import f32, require_diagonal_gaussian, require_factorised_prior
+from pyvae.objectives._common import (
+    diagonal_gaussian,
+    f32,
+    probe_posterior,
+    require_diagonal_gaussian,
+    require_factorised_prior,
+)
 from pyvae.outputs import LossTerms, VAEOutput
 
 if TYPE_CHECKING:
     from pyvae.models.base import BaseVAE
+    from pyvae.posteriors import PosteriorHead
 
 __all__ = ["BetaTC", "tc_decomposition"]
 
@@ -157,6 +164,18 @@ class BetaTC(Objective):
         """Refuse a model without a factorised prior."""
         super().check_model(model)
         require_factorised_prior(model, "beta_tc", "prior")
+
+    def check_posterior(self, head: PosteriorHead) -> None:
+        """Refuse a posterior family that is not a diagonal Gaussian (checked on the head's
+        output for one probe row when the model is built)."""
+        super().check_posterior(head)
+        q = probe_posterior(head)
+        if q is not None and diagonal_gaussian(q) is None:
+            raise ConfigError(
+                f"posterior: objective 'beta_tc' needs a diagonal Gaussian posterior "
+                f"(posterior='gaussian'), got {type(head).registered_name!r} "
+                f"({type(q).__name__})"
+            )
 
     def forward(
         self,

@@ -25,11 +25,12 @@ from torch.distributions import kl_divergence as closed_form_kl
 from pyvae.config import ConfigError
 from pyvae.kl import KLMethod
 from pyvae.objectives import Objective, check_weight, register_objective
-from pyvae.objectives._common import diagonal_gaussian, f32, factorised_base
+from pyvae.objectives._common import diagonal_gaussian, f32, factorised_base, probe_posterior
 from pyvae.outputs import LossTerms, VAEOutput
 
 if TYPE_CHECKING:
     from pyvae.models.base import BaseVAE
+    from pyvae.posteriors import PosteriorHead
 
 __all__ = ["ELBO", "cyclical_annealing", "kl_per_dimension", "schedule_weight"]
 
@@ -246,6 +247,19 @@ class ELBO(Objective):
                 raise ConfigError(
                     f"free_bits: needs the model's regulariser to be KL(q(z|x) || p(z)) over one "
                     f"latent vector; {type(model).__name__} overrides kl() (structured latents)"
+                )
+
+    def check_posterior(self, head: PosteriorHead) -> None:
+        """With free bits, refuse a posterior family that does not factorise over the latent
+        dimensions (checked on the head's output for one probe row when the model is built)."""
+        super().check_posterior(head)
+        if self.free_bits > 0:
+            q = probe_posterior(head)
+            if q is not None and factorised_base(q) is None:
+                raise ConfigError(
+                    f"free_bits: needs a per-dimension KL, defined for posteriors that factorise "
+                    f"over the latent dimensions (e.g. posterior='gaussian'), got "
+                    f"{type(head).registered_name!r} ({type(q).__name__})"
                 )
 
     def weight(self, beta: float | None = None) -> float | torch.Tensor:
