@@ -382,3 +382,14 @@ def test_family_inductor_matches_eager(family: str) -> None:
         compiled = torch.compile(step, fullgraph=True)(x)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
     assert math.isfinite(float(compiled))
+
+
+@pytest.mark.parametrize("family", ["full_gaussian", "planar", "iaf"])
+def test_family_with_one_latent_dimension_trains_every_parameter(family: str) -> None:
+    model = pyvae.build(
+        "mlp", input_shape=SHAPE, latent_dim=1, hidden_dims=(8,), posterior=FAMILIES[family]
+    )
+    x = torch.rand(4, *SHAPE)
+    model.loss(x, model(x)).loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -165,8 +165,9 @@ class MADE(nn.Module):
         super().__init__()
         d = latent_dim
         hidden_degree = torch.arange(hidden) % d
-        self.inp = nn.Linear(d, hidden)
-        self.ctx = nn.Linear(context, hidden, bias=False)
+        # with D = 1 no hidden unit may see z (m and s depend on the context only): no z layer
+        self.inp = nn.Linear(d, hidden) if d > 1 else None
+        self.ctx = nn.Linear(context, hidden, bias=d == 1)
         self.out = nn.Linear(hidden, 2 * d)
         self.register_buffer(
             "in_mask", (hidden_degree[:, None] >= order[None, :]).float(), persistent=False
@@ -178,7 +179,9 @@ class MADE(nn.Module):
 
     def forward(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(m, s)`` for z of shape (*, B, D) and a context h of shape (B, context)."""
-        a = F.linear(z, self.inp.weight * self.in_mask, self.inp.bias) + self.ctx(h)
+        a = self.ctx(h)
+        if self.inp is not None:
+            a = a + F.linear(z, self.inp.weight * self.in_mask, self.inp.bias)
         return F.linear(F.relu(a), self.out.weight * self.out_mask, self.out.bias).chunk(2, -1)
 
 
