@@ -285,33 +285,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "rows": {},
     }
+    runs: dict[str, list[dict[str, Any]]] = {}
     for key in args.rows:
-        row = ROWS[key]
-        reason = missing(row)
+        reason = missing(ROWS[key])
         if reason is not None:
             results["rows"][key] = {"skipped": reason}
             print(f"{key}: skipped ({reason})", flush=True)
-            continue
-        runs = []
-        for seed in args.seeds:
-            runs.append(
+        else:
+            runs[key] = []
+    # seeds outermost: after each pass over the rows the table is complete and written, so a run
+    # cut short still leaves a table (its seeds are the ones listed in it)
+    for seed in args.seeds:
+        for key in runs:
+            row = ROWS[key]
+            runs[key].append(
                 train_and_score(
                     row, splits, epochs=args.epochs, seed=seed, k=args.k, nll_limit=args.nll_limit
                 )
             )
-            print(f"{key} seed {seed}: {runs[-1]}", flush=True)
-        results["rows"][key] = {
-            "label": row.label,
-            "config": row.config,
-            "median": summarise(runs),
-            "runs": runs,
-        }
-    results["load_at_end"] = load_average()
-    results["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, allow_nan=False), encoding="utf-8")
-    if args.page != "none":
-        write_page(results, Path(args.page))
+            print(f"{key} seed {seed}: {runs[key][-1]}", flush=True)
+            results["rows"][key] = {
+                "label": row.label,
+                "config": row.config,
+                "median": summarise(runs[key]),
+                "runs": runs[key],
+            }
+        results["protocol"]["seeds"] = args.seeds[: args.seeds.index(seed) + 1]
+        results["load_at_end"] = load_average()
+        results["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        results["rows"] = {k: results["rows"][k] for k in args.rows}  # the table's order
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, allow_nan=False), encoding="utf-8")
+        if args.page != "none":
+            write_page(results, Path(args.page))
     print(table(results))
     return results
 
