@@ -298,11 +298,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in args.seeds:
         for key in runs:
             row = ROWS[key]
-            runs[key].append(
-                train_and_score(
-                    row, splits, epochs=args.epochs, seed=seed, k=args.k, nll_limit=args.nll_limit
+            if "failed" in results["rows"].get(key, {}):
+                continue
+            try:
+                runs[key].append(
+                    train_and_score(
+                        row,
+                        splits,
+                        epochs=args.epochs,
+                        seed=seed,
+                        k=args.k,
+                        nll_limit=args.nll_limit,
+                    )
                 )
-            )
+            except Exception as exc:  # one broken family must not cost the other rows
+                results["rows"][key] = {"skipped": f"failed: {type(exc).__name__}: {exc}"}
+                results["rows"][key]["failed"] = True
+                print(f"{key} seed {seed}: FAILED {exc!r}", flush=True)
+                continue
             print(f"{key} seed {seed}: {runs[key][-1]}", flush=True)
             results["rows"][key] = {
                 "label": row.label,
