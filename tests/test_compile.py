@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch._dynamo
 import torch._inductor.config as inductor_config
-from tiny import SHAPE, pairs, tiny_model
+from tiny import SHAPE, family_configs, family_covering, family_id, pairs, tiny_model
 
 import pyvae
 
@@ -49,9 +49,15 @@ def covering() -> list[tuple[str, str, str]]:
 
 
 def _make_step(model: pyvae.BaseVAE) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """Forward and loss (a conditional model gets the labels 0, 1, ... of its classes)."""
+
     def step(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        terms = model.loss(x, model(x))
-        return terms.loss, terms.recon, terms.kl
+        if model.num_classes is None:
+            out = model(x)
+        else:
+            out = model(x, torch.arange(x.shape[0], device=x.device) % model.num_classes)
+        terms = model.loss(x, out)
+        return terms.loss, terms.recon, terms.kl, *terms.extras.values()
 
     return step
 
@@ -74,11 +80,13 @@ def _compare(model: pyvae.BaseVAE, backend: str, *, rtol: float, atol: float) ->
     x = torch.rand(6, *SHAPE)
     model.train()
     eager_out, eager_grads = _run(model, _make_step(model), x, seed=123)
+    other_noise = _run(model, _make_step(model), x, seed=7)[0]
     compiled = torch.compile(_make_step(model), fullgraph=True, backend=backend)
     for seed in (123, 7):  # the second call reuses the graph with other random numbers
         out, grads = _run(model, compiled, x, seed=seed)
         if seed == 123:
-            for name, a, b in zip(("loss", "recon", "kl"), out, eager_out, strict=True):
+            names = ("loss", "recon", "kl", "extras")
+            for name, a, b in zip(names * len(out), out, eager_out, strict=False):
                 torch.testing.assert_close(
                     a, b, rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
                 )
@@ -92,8 +100,10 @@ def _compare(model: pyvae.BaseVAE, backend: str, *, rtol: float, atol: float) ->
                     atol=atol,
                     msg=lambda m, n=name: f"{n}: {m}",
                 )
-        elif model.prior is not None:  # (the autoencoder has no noise)
-            assert not torch.equal(out[0], eager_out[0])  # new noise: not a constant folded in
+        else:  # new noise (none in a deterministic model): eager's result for that seed
+            torch.testing.assert_close(out[0], other_noise[0], rtol=rtol, atol=atol)
+            if not torch.equal(other_noise[0], eager_out[0]):
+                assert not torch.equal(out[0], eager_out[0])  # not a constant folded in
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # no recompilation
 
 
@@ -117,6 +127,34 @@ def test_inductor_matches_eager(model_name: str, likelihood: str, prior: str) ->
     model = tiny_model(model_name, likelihood, prior)
     with inductor_config.patch(fallback_random=True, compile_threads=1):
         _compare(model, "inductor", rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", family_configs(), ids=family_id)
+def test_every_family_traces_with_fullgraph_and_matches_eager(config: dict) -> None:
+    """Each posterior family, each objective, each model with labels (parts registered later
+    are included: the list comes from the registries)."""
+    _compare(pyvae.build(config), "eager", rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", family_covering(), ids=family_id)
+def test_inductor_matches_eager_for_families(config: dict) -> None:
+    """A covering set of the families (every posterior and objective, with and without labels)
+    compiled with inductor."""
+    with inductor_config.patch(fallback_random=True, compile_threads=1):
+        _compare(pyvae.build(config), "inductor", rtol=1e-4, atol=1e-5)
+
+
+def test_family_lists_cover_every_posterior_objective_and_conditional_model() -> None:
+    for configs in (family_configs(), family_covering()):
+        ids = [family_id(c) for c in configs]
+        for posterior in pyvae.list_posteriors():
+            assert any(f"pos={posterior}" in i for i in ids), (posterior, ids)
+        for objective in pyvae.list_objectives():
+            assert any(f"obj={objective}" in i for i in ids), (objective, ids)
+        assert any(i.endswith("-y") for i in ids) and not all(i.endswith("-y") for i in ids)
+    conditional = {c["name"] for c in family_configs() if c.get("num_classes")}
+    assert {"mlp", "conv", "ae", "denoising"} <= conditional
 
 
 def test_covering_set_covers_everything() -> None:

@@ -1,8 +1,9 @@
 """DistributedDataParallel across 2 processes (gloo, CPU).
 
 One spawn of two ranks trains every configuration in :data:`CONFIGS` (every model with every
-prior, the likelihoods in turn, learned scales, batch norm, the denoising corruption) for two
-steps and writes what it saw; the tests compare it with a single-process computation:
+prior, the likelihoods in turn, learned scales, batch norm, the denoising corruption; every
+family: each posterior family, each objective, each model with labels) for two steps and
+writes what it saw; the tests compare it with a single-process computation:
 
 * DDP's gradients after one step equal the mean of the per-process gradients computed in one
   process with the same seeds and shards (batch norm: per-process statistics, as in DDP without
@@ -27,6 +28,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny import family_configs, family_id
 from torch.nn.parallel import DistributedDataParallel
 
 import pyvae
@@ -91,14 +93,26 @@ def _configs() -> list[dict[str, Any]]:
     return configs
 
 
-CONFIGS = _configs()
+BASE_CONFIGS = _configs()
+# every family: each posterior family, each objective, each model with labels (from the
+# registries, via tests/tiny.py: parts registered later are trained here too)
+FAMILY_CONFIGS = family_configs()
+CONFIGS = BASE_CONFIGS + FAMILY_CONFIGS
 
 
 def _config_id(config: dict[str, Any]) -> str:
+    if config in FAMILY_CONFIGS:
+        return "family-" + family_id(config)
     likelihood = config["likelihood"]
     likelihood = likelihood if isinstance(likelihood, str) else likelihood["name"]
     prior = config["prior"]["name"] if "prior" in config else "none"
     return f"{config['name']}-{likelihood}-{prior}"
+
+
+def _labels(config: dict[str, Any], batch: int) -> torch.Tensor | None:
+    """The labels of a conditional model's shard (``0, 1, ...`` modulo its classes)."""
+    classes = config.get("num_classes")
+    return None if classes is None else torch.arange(batch) % classes
 
 
 def _batch(step: int) -> torch.Tensor:
@@ -129,7 +143,8 @@ def _worker(rank: int, store: str, out_dir: str, configs: list[dict[str, Any]]) 
             for step in range(2):
                 x = _shard(step, rank)
                 torch.manual_seed(_noise_seed(step, rank))
-                out = ddp(x)
+                y = _labels(config, x.shape[0])
+                out = ddp(x) if y is None else ddp(x, y)
                 terms = model.loss(x, out)
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
@@ -159,7 +174,8 @@ def _reference_grads(config: dict[str, Any], state: dict[str, torch.Tensor]) -> 
         model.load_state_dict(state)
         x = _shard(0, rank)
         torch.manual_seed(_noise_seed(0, rank))
-        model.loss(x, model(x)).loss.backward()
+        y = _labels(config, x.shape[0])
+        model.loss(x, model(x) if y is None else model(x, y)).loss.backward()
         per_rank.append({n: p.grad for n, p in model.named_parameters()})
     return {n: sum(g[n] for g in per_rank) / WORLD for n in per_rank[0]}
 
@@ -187,9 +203,20 @@ def test_ddp_gradients_are_the_mean_of_per_process_gradients(
 
 
 def test_configs_cover_every_model_likelihood_and_prior() -> None:
-    assert {c["name"] for c in CONFIGS} == set(pyvae.list_models())
-    assert {_config_id(c).split("-")[1] for c in CONFIGS} == set(pyvae.list_likelihoods())
-    assert {c["prior"]["name"] for c in CONFIGS if "prior" in c} == set(pyvae.list_priors())
+    assert {c["name"] for c in BASE_CONFIGS} == set(pyvae.list_models())
+    assert {_config_id(c).split("-")[1] for c in BASE_CONFIGS} == set(pyvae.list_likelihoods())
+    assert {c["prior"]["name"] for c in BASE_CONFIGS if "prior" in c} == set(pyvae.list_priors())
+
+
+def test_configs_cover_every_family() -> None:
+    ids = [family_id(c) for c in FAMILY_CONFIGS]
+    for posterior in pyvae.list_posteriors():
+        assert any(f"pos={posterior}" in i for i in ids), posterior
+    for objective in pyvae.list_objectives():
+        assert any(f"obj={objective}" in i for i in ids), objective
+    assert {"mlp", "conv", "ae", "denoising"} <= {
+        c["name"] for c in FAMILY_CONFIGS if c.get("num_classes")
+    }
 
 
 def test_sync_batchnorm_conversion_keeps_the_model() -> None:

@@ -1,5 +1,6 @@
 """Tiny models for the tests that run over every model x likelihood x prior (amp, compile,
-devices): one place for their configurations."""
+devices) and over every family (compile, DDP): one place for their configurations, taken from
+the conformance kit (:mod:`pyvae.testing`), so that parts registered later get small sizes too."""
 
 from __future__ import annotations
 
@@ -8,23 +9,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyvae
+from pyvae.testing import SMALL_MODEL_CONFIGS, NotApplicable, small_model, small_spec
 
 SHAPE = (1, 8, 8)
-# A registered model not listed here is built with its defaults on SHAPE.
-TINY: dict[str, dict[str, Any]] = {
-    "mlp": {"hidden_dims": (16,)},
-    "conv": {"channels": (4,), "hidden_dim": 8},
-    "denoising": {"backbone": "mlp", "hidden_dims": (16,)},
-    "ae": {"hidden_dims": (16,)},
-    "ladder": {"hidden_dims": (16,), "ladder_dim": 8},  # latent_dim 3 -> layers (2, 1)
-}
-PRIOR_CONFIG: dict[str, dict[str, Any]] = {"vamp": {"n_components": 3}, "mog": {"n_components": 3}}
+# A registered model not listed here is built with the kit's small sizes it accepts.
+TINY: dict[str, dict[str, Any]] = SMALL_MODEL_CONFIGS
 
 
 def likelihood_spec(name: str) -> str | dict[str, Any]:
     """The likelihood by name, with a learned per-dimension scale where it has one."""
-    parameters = inspect.signature(pyvae.LIKELIHOODS.get(name).__init__).parameters
-    return {"name": name, "learn_scale": "per_dim"} if "learn_scale" in parameters else name
+    spec = small_spec(pyvae.LIKELIHOODS, name)
+    return name if spec == {"name": name} else spec
 
 
 def tiny_model(
@@ -38,7 +33,7 @@ def tiny_model(
     """A tiny model on (1, 8, 8) inputs; ``overrides`` replace entries of its TINY config."""
     config = {"input_shape": SHAPE, "latent_dim": latent_dim, **TINY.get(name, {}), **overrides}
     if takes_prior(name):
-        config["prior"] = {"name": prior, **PRIOR_CONFIG.get(prior, {})}
+        config["prior"] = small_spec(pyvae.PRIORS, prior)
     return pyvae.build(name, likelihood=likelihood_spec(likelihood), **config)
 
 
@@ -62,3 +57,80 @@ def pairs() -> Iterator[tuple[str, str, str]]:
         for prior in pyvae.list_priors() if takes_prior(model) else []:
             if prior != "normal":
                 yield model, "bernoulli", prior
+
+
+def _first_applicable(**parts: Any) -> dict[str, Any] | None:
+    """The config of the first model (mlp first) that accepts ``parts``, or None if every
+    model refuses them with a ConfigError (tests/test_conformance.py fails then)."""
+    for name in sorted(pyvae.list_models(), key=lambda m: (m != "mlp", m)):
+        try:
+            return small_model(name, **parts).config
+        except NotApplicable:
+            continue
+    return None
+
+
+def _objective_for(posterior: str) -> str | None:
+    return "ae" if pyvae.POSTERIORS.get(posterior).deterministic else None
+
+
+def family_configs() -> list[dict[str, Any]]:
+    """Configs (``pyvae.build(config)``) of every family: each posterior family and each
+    objective in the first model that takes it, and each model conditional (``num_classes=3``)
+    where it accepts labels. Parts registered later are included automatically."""
+    configs = []
+    for posterior in pyvae.list_posteriors():
+        configs.append(_first_applicable(posterior=posterior, objective=_objective_for(posterior)))
+    for objective in pyvae.list_objectives():
+        configs.append(_first_applicable(objective=objective))
+    for model in pyvae.list_models():
+        try:
+            configs.append(small_model(model, num_classes=3).config)
+        except NotApplicable:
+            continue
+    return _unique(configs)
+
+
+def _unique(configs: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    seen, unique = set(), []
+    for config in configs:
+        if not config:
+            continue
+        key = family_id(config)
+        if key not in seen:
+            seen.add(key)
+            unique.append(config)
+    return unique
+
+
+def family_covering() -> list[dict[str, Any]]:
+    """Fewer configs in which every posterior family and every objective still appears, with
+    and without labels: row i pairs the i-th posterior with the i-th objective (cyclically),
+    conditional on odd rows; a pair refused at build time is split into two rows."""
+    posteriors, objectives = pyvae.list_posteriors(), pyvae.list_objectives()
+    rows: list[dict[str, Any] | None] = []
+    for i in range(max(len(posteriors), len(objectives))):
+        posterior, objective = posteriors[i % len(posteriors)], objectives[i % len(objectives)]
+        labels = 3 if i % 2 else None
+        config = _first_applicable(posterior=posterior, objective=objective, num_classes=labels)
+        if config is None:
+            config = _first_applicable(posterior=posterior, objective=_objective_for(posterior))
+            rows.append(_first_applicable(objective=objective, num_classes=labels))
+        rows.append(config)
+    return _unique(rows)
+
+
+def family_id(config: dict[str, Any]) -> str:
+    """A short test id: the model, its posterior and objective, ``y`` if conditional."""
+
+    def name(spec: Any) -> str:
+        return spec["name"] if isinstance(spec, dict) else str(spec)
+
+    backbone = config.get("backbone")
+    parts = [config["name"]] + ([name(backbone)] if backbone else [])
+    for key in ("posterior", "objective"):
+        if key in config:
+            parts.append(f"{key[:3]}={name(config[key])}")
+    if config.get("num_classes"):
+        parts.append("y")
+    return "-".join(parts)

@@ -70,6 +70,7 @@ SMALL_MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "ae": {"hidden_dims": (16,)},
     "conv": {"channels": (4,), "hidden_dim": 8},
     "denoising": {"backbone": "mlp", "hidden_dims": (16,)},
+    "ladder": {"hidden_dims": (16,), "ladder_dim": 8},  # latent_dim 3 -> layers (2, 1)
 }
 
 #: Size-like keyword arguments set to small values wherever a part's (or model's) class accepts
