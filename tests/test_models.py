@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 from tiny import vae_models
 
 import pyvae
+from pyvae import testing
 from pyvae.models import BaseVAE
 
 INPUT_SHAPE = (1, 8, 8)
@@ -38,18 +38,13 @@ def x() -> torch.Tensor:
     return torch.rand(BATCH, *INPUT_SHAPE)
 
 
-def test_shapes(model: BaseVAE, x: torch.Tensor) -> None:
-    posterior = model.encode(x)
-    assert posterior.batch_shape == (BATCH,) and posterior.event_shape == (LATENT_DIM,)
-    assert posterior.has_rsample
-    out = model(x)
-    assert isinstance(out, pyvae.VAEOutput)
-    assert out.z.shape == (BATCH, LATENT_DIM)
-    assert out.params.shape == x.shape
-    terms = model.loss(x, out)
-    assert terms.loss.shape == () and terms.recon.shape == (BATCH,) and terms.kl.shape == (BATCH,)
+def test_conformance_kit(model: BaseVAE, x: torch.Tensor) -> None:
+    """pyvae.testing.check_model: encode's distribution (batch (B,), event (D,), rsample), the
+    VAEOutput's shapes, the loss terms per example, sample and reconstruct shapes, gradients to
+    every parameter (finite, not all zero), the JSON config rebuilding the same class, config
+    and state_dict names and shapes (and outputs), a checkpoint round trip."""
+    testing.check_model(model, x=x)
     assert model.sample(7).shape == (7, *INPUT_SHAPE)
-    assert model.reconstruct(x).shape == x.shape
 
 
 def test_loss_is_finite_and_its_terms_add_up(model: BaseVAE, x: torch.Tensor) -> None:
@@ -61,14 +56,6 @@ def test_loss_is_finite_and_its_terms_add_up(model: BaseVAE, x: torch.Tensor) ->
     torch.testing.assert_close(terms.elbo, -(terms.recon + terms.kl))
     expected_recon = -model.likelihood.distribution(out.params).log_prob(x)
     torch.testing.assert_close(terms.recon, expected_recon)
-
-
-def test_gradients_reach_every_parameter(model: BaseVAE, x: torch.Tensor) -> None:
-    model.loss(x, model(x)).loss.backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None, f"{name} got no gradient"
-        assert torch.isfinite(parameter.grad).all(), f"{name} has a non-finite gradient"
-        assert parameter.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
 
 
 def test_eval_mode_is_deterministic(model: BaseVAE, x: torch.Tensor) -> None:
@@ -88,16 +75,6 @@ def test_state_dict_round_trip(model: BaseVAE, x: torch.Tensor) -> None:
     assert not torch.equal(other.reconstruct(x), model.reconstruct(x))
     other.load_state_dict(model.state_dict())
     torch.testing.assert_close(other.reconstruct(x), model.reconstruct(x), rtol=0, atol=0)
-
-
-def test_rebuild_from_stored_config(model: BaseVAE) -> None:
-    config = json.loads(json.dumps(model.config))  # what a checkpoint stores
-    rebuilt = pyvae.build(config)
-    assert type(rebuilt) is type(model)
-    assert rebuilt.config == model.config
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
-        k: v.shape for k, v in model.state_dict().items()
-    }
 
 
 def test_wrong_inputs_give_clear_errors(model: BaseVAE, x: torch.Tensor) -> None:
