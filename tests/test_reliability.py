@@ -387,6 +387,9 @@ def test_sparse_and_meta_inputs_get_clear_errors() -> None:
     model = pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8])
     with pytest.raises(TypeError, match="x: expected a dense .strided. tensor, got layout"):
         model(torch.rand(3, 4).to_sparse())
+    conditional = pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8], num_classes=2)
+    with pytest.raises(TypeError, match="y: expected a dense .strided. tensor, got layout"):
+        conditional(torch.rand(2, 4), torch.tensor([0, 1]).to_sparse())
     meta = model.to("meta")
     with pytest.raises(ValueError, match="meta device, which holds no values .* value checks"):
         meta(torch.empty(3, 4, device="meta"))

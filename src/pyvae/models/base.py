@@ -218,6 +218,11 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             raise TypeError(
                 f"y: expected an integer tensor of shape ({batch},), got {type(y).__name__}"
             )
+        if y.layout != torch.strided:
+            raise TypeError(
+                f"y: expected a dense (strided) tensor, got layout {y.layout}; convert it with "
+                f".to_dense()"
+            )
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise TypeError(f"y: expected integer class labels, got dtype {y.dtype}")
         if y.shape != (batch,):
