@@ -260,6 +260,12 @@ class LadderVAE(BaseVAE):
             raise ConfigError(f"backbone: expected 'mlp' or 'conv', got {backbone!r}")
         self.backbone_kind = backbone
         self.ladder_dim = check_positive_int("ladder_dim", ladder_dim)
+        # every argument is checked, also those of the backbone not chosen (none silently ignored)
+        check_positive_ints("hidden_dims", hidden_dims)
+        check_positive_ints("channels", channels)
+        check_positive_int("hidden_dim", hidden_dim)
+        if not isinstance(batch_norm, bool):
+            raise ConfigError(f"batch_norm: expected a bool, got {batch_norm!r}")
         if backbone == "mlp":
             hidden = check_positive_ints("hidden_dims", hidden_dims)
             n_in = data_size(self.input_shape)
