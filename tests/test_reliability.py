@@ -642,3 +642,29 @@ def test_deeply_nested_sampler_config_is_a_sampler_error(tmp_path: Path) -> None
     save_file({"weights": torch.ones(10)}, tmp_path / "s.safetensors", metadata=header)
     with pytest.raises(samplers.SamplerError, match="nests deeper than 32 levels"):
         samplers.load(tmp_path / "s.safetensors", model)
+
+
+def _parts() -> list[tuple[str, str]]:
+    from pyvae.objectives import OBJECTIVES
+    from pyvae.posteriors import POSTERIORS
+
+    return [("posterior", n) for n in POSTERIORS.names()] + [
+        ("objective", n) for n in OBJECTIVES.names()
+    ]
+
+
+@pytest.mark.parametrize(("role", "name"), _parts())
+def test_every_posterior_and_objective_loads_through_the_meta_device(
+    tmp_path: Path, role: str, name: str, one_thread: None
+) -> None:
+    companions: dict[tuple[str, str], dict[str, Any]] = {  # parts that need another part
+        ("posterior", "point"): {"objective": "ae"},
+        ("objective", "beta_tc"): {"objective": {"name": "beta_tc", "dataset_size": 100}},
+    }
+    spec = {role: name, **companions.get((role, name), {})}
+    model = tiny_model("mlp", **spec)
+    loaded = pyvae.load(model.save(tmp_path / "m.safetensors"))
+    assert loaded.config == model.config
+    state = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, state[key]), key
