@@ -144,6 +144,8 @@ def test_moving_a_slider_in_the_browser_changes_the_image(tmp_path: Path) -> Non
             shots[name] = tmp_path / f"playground_{name}.png"
             driver.save_screenshot(str(shots[name]))
         assert process.poll() is None  # the server is still serving
+    assert process.returncode == 0, "the server did not stop cleanly on SIGTERM"
+    assert f"http://127.0.0.1:{port}" in (tmp_path / "server.log").read_text()  # the URL printed
     for path in shots.values():
         assert path.stat().st_size > 10_000, path  # a real picture, not a blank page
     result = {
