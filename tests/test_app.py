@@ -335,6 +335,7 @@ def test_a_conditional_model_gets_a_class_selector(
     assert not at.exception
     assert explore_image(at) != before  # the same code, decoded as a 7
     assert any("Conditional on **10 classes**" in m.value for m in at.tabs[4].markdown)
+    assert image_captions(at.tabs[4])[0].startswith("the prior mean decoded with each class")
 
 
 def test_conditional_decoding_uses_the_class(runs: dict[str, Path]) -> None:

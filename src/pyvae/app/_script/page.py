@@ -119,7 +119,7 @@ def explore_panel(pg: Playground, y: int | None) -> None:
         st.radio("The sliders move along", [AXES, PCA], horizontal=True, key="explore_mode")
     mode = _mode(pg)
     k = d if mode == AXES else min(d, MAX_AXIS_SLIDERS)
-    origin = "the prior mean" if pg.has_prior() else "the mean of the evaluation codes"
+    origin = f"the {origin_name(pg)}"
     buttons = st.columns([1, 1, 1])
     buttons[0].button(
         f"Reset to {origin}",
@@ -413,6 +413,11 @@ def map_panel(pg: Playground, y: int | None) -> None:
 # -- model card --------------------------------------------------------------------------------
 
 
+def origin_name(pg: Playground) -> str:
+    """What Reset puts on the sliders, in words."""
+    return "prior mean" if pg.has_prior() else "mean of the evaluation codes"
+
+
 def card_panel(pg: Playground) -> None:
     """Config, metrics and parameters of the model; where it came from."""
     counts = pg.n_parameters()
@@ -427,8 +432,20 @@ def card_panel(pg: Playground) -> None:
             names = ", ".join(pg.class_name(i) for i in range(pg.num_classes))
             st.markdown(
                 f"Conditional on **{pg.num_classes} classes** ({names}): the class selector in "
-                f"the sidebar sets the class every panel decodes with."
+                f"the sidebar sets the class that Explore, Interpolate and uploads decode with."
             )
+            try:
+                k = pg.num_classes
+                codes = pg.prior_mean()[None].repeat(k, 1)
+                strip = image_strip(pg.decode(codes, torch.arange(k)), size=64)
+                st.image(
+                    strip,
+                    caption=f"the {origin_name(pg)} decoded with each class, "
+                    f"{pg.class_name(0)} to {pg.class_name(k - 1)}",
+                    output_format="PNG",
+                )
+            except Exception as exc:
+                _panel_error("Decoding the classes", exc)
         st.caption("parameters per part")
         st.dataframe({"part": list(counts), "parameters": list(counts.values())}, hide_index=True)
         st.caption("build config (`pyvae.build(config)` rebuilds the model)")
