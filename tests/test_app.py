@@ -73,6 +73,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["conditional"] = write_run(root / "conditional", "conv", num_classes=10)
     out["vamp"] = write_run(root / "vamp", "mlp", prior="vamp")
     out["gaussian"] = write_run(root / "gaussian", "mlp", likelihood="gaussian")
+    for posterior in ("iaf", "full_gaussian"):  # a flow (no closed-form scale), a full covariance
+        out[posterior] = write_run(root / posterior, "mlp", posterior=posterior)
     out["wide"] = write_run(root / "wide", "mlp", latent_dim=12)
     out["one"] = write_run(root / "one", "mlp", latent_dim=1)
     return out
@@ -273,7 +275,7 @@ def image_captions(block: Any) -> list[str]:
 TABS = ["Explore", "Reconstruct", "Interpolate", "Latent map", "Model card"]
 
 
-MODELS = [*pyvae.list_models(), "conditional", "vamp", "gaussian"]
+MODELS = [*pyvae.list_models(), "conditional", "vamp", "gaussian", "iaf", "full_gaussian"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -352,6 +354,16 @@ def test_conditional_decoding_uses_the_class(runs: dict[str, Path]) -> None:
     with torch.no_grad():  # each evaluation image was encoded with its own label
         expected_means = pg.model.encode(pg.images, pg.labels).mean
     torch.testing.assert_close(pg.means, expected_means)
+
+
+def test_a_flow_posterior_is_shown_at_its_latent_point(runs: dict[str, Path]) -> None:
+    from pyvae.posteriors import latent_point
+
+    pg = Playground.load(runs["iaf"])
+    assert pg.images is not None and pg.means is not None
+    assert pg.scales is None  # a flow has no closed-form standard deviation: none is shown
+    with torch.no_grad():
+        torch.testing.assert_close(pg.means, latent_point(pg.model.encode(pg.images)))
 
 
 def test_an_autoencoder_has_no_prior(runs: dict[str, Path]) -> None:
