@@ -551,11 +551,96 @@ def _figures_available(enabled: bool) -> bool:
 
 
 def _train_run(args: argparse.Namespace) -> Path:
-    from pyvae.checkpoint import CHECKPOINT_NAME
-    from pyvae.data import load_dataset
+    """Check, load, build, then train and write into a staging folder moved into place."""
     from pyvae.evaluator import evaluate
     from pyvae.factory import build
-    from pyvae.run_report import write_figures, write_report
+
+    started = time.perf_counter()
+    out = _check_out(args.out, args.overwrite)
+    device = _device(args.device)
+    figures = _figures_available(not args.no_figures)
+    _check_tensorboard(args.tensorboard)
+    torch.manual_seed(args.seed)
+    data, train, evaluation = _load_data(args)
+    model = build(_model_config(args, data.input_shape)).to(device)
+    _check_data_support(model, train.images)
+    loader = DataLoader(
+        train.dataset(),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=len(train) > args.batch_size,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    _log(
+        f"pyvae: {type(model).__name__} ({_n_parameters(model):,} parameters), latent_dim "
+        f"{model.latent_dim}, on {data.note}; {args.epochs} epochs of {len(loader)} "
+        f"steps on {device}"
+    )
+    staging = _staging_folder(out)
+    try:
+        history = _fit(args, model, loader, evaluation.images, staging)
+        train_seconds = time.perf_counter() - started
+        report = evaluate(model, evaluation.images, k=args.k, batch_size=100, seed=args.seed)
+        _log_evaluation(args.k, model, report)
+        files = _write_run(
+            args,
+            staging,
+            out,
+            model,
+            data,
+            (train, evaluation),
+            history,
+            report,
+            figures,
+            {"started": started, "train_seconds": train_seconds, "device": str(device)},
+        )
+        _publish(staging, out, args.overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _log(f"wrote {out}/ ({', '.join(files)}) in {time.perf_counter() - started:.1f} s")
+    if "report.html" in files:
+        _log(f"open {out / 'report.html'} to see the report")
+    return out
+
+
+def _check_tensorboard(enabled: bool) -> None:
+    if not enabled:
+        return
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--tensorboard: the tensorboard package is not installed "
+            "(pip install 'pyvae[tensorboard]')"
+        ) from None
+
+
+def _load_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from pyvae.data import load_dataset
+
+    data = load_dataset(args.data, root=args.data_dir, download=args.download, seed=args.seed)
+    train, evaluation = data.train.head(args.limit), data.eval.head(args.eval_limit)
+    if len(evaluation) < 2:
+        raise UsageError(
+            f"the {data.name} evaluation split has {len(evaluation)} image(s); at least 2 are "
+            f"needed"
+        )
+    return data, train, evaluation
+
+
+def _n_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _fit(
+    args: argparse.Namespace,
+    model: Any,
+    loader: DataLoader[Any],
+    eval_images: torch.Tensor,
+    staging: Path,
+) -> list[dict[str, float]]:
+    """The epochs, through pyvae.training.fit, logging into the staging folder."""
     from pyvae.training import (
         CSVLogger,
         JSONLogger,
@@ -566,173 +651,141 @@ def _train_run(args: argparse.Namespace) -> Path:
         fit,
     )
 
-    started = time.perf_counter()
-    out = _check_out(args.out, args.overwrite)
-    device = _device(args.device)
-    figures = _figures_available(not args.no_figures)
+    callbacks: list[Callback] = [
+        NaNGuard("raise"),
+        # KL per dimension and active units of the per-epoch evaluation (collapse is judged on
+        # the final model: an untrained model often has no active unit yet)
+        LatentDiagnostics(min_active=0),
+        _EpochLines(args.epochs),
+        CSVLogger(staging / "history.csv"),
+        JSONLogger(staging / "history.json"),
+    ]
     if args.tensorboard:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise UsageError(
-                "--tensorboard: the tensorboard package is not installed "
-                "(pip install 'pyvae[tensorboard]')"
-            ) from None
-    torch.manual_seed(args.seed)
-    data = load_dataset(args.data, root=args.data_dir, download=args.download, seed=args.seed)
-    train = data.train.head(args.limit)
-    evaluation = data.eval.head(args.eval_limit)
-    if len(evaluation) < 2:
-        raise UsageError(
-            f"the {data.name} evaluation split has {len(evaluation)} image(s); "
-            f"at least 2 are needed"
-        )
-    model = build(_model_config(args, data.input_shape)).to(device)
-    _check_data_support(model, train.images)
-    loader = DataLoader(
-        train.dataset(),
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=len(train) > args.batch_size,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
-    n_params = sum(p.numel() for p in model.parameters())
-    _log(
-        f"pyvae: {type(model).__name__} ({n_params:,} parameters), latent_dim "
-        f"{model.latent_dim}, on {data.note}; {args.epochs} epochs of {len(loader)} "
-        f"steps on {device}"
-    )
-    staging = _staging_folder(out)
+        callbacks.append(TensorBoardLogger(staging / "tensorboard"))
     try:
-        callbacks = [
-            NaNGuard("raise"),
-            # KL per dimension and active units of the per-epoch evaluation (collapse is judged
-            # on the final model below: an untrained model often has no active unit yet)
-            LatentDiagnostics(min_active=0),
-            _EpochLines(args.epochs),
-            CSVLogger(staging / "history.csv"),
-            JSONLogger(staging / "history.json"),
-        ]
-        if args.tensorboard:
-            callbacks.append(TensorBoardLogger(staging / "tensorboard"))
-        try:
-            history = fit(
-                model,
-                loader,
-                epochs=args.epochs,
-                optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
-                beta=args.beta,
-                eval_data=evaluation.images,
-                callbacks=callbacks,
-                progress=not args.no_progress,
-            )
-        except (NonFiniteLossError, FloatingPointError) as exc:
-            raise FloatingPointError(
-                f"training diverged: {exc}; lower --lr (now {args.lr})"
-            ) from None
-        train_time = time.perf_counter() - started
+        return fit(
+            model,
+            loader,
+            epochs=args.epochs,
+            optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
+            beta=args.beta,
+            eval_data=eval_images,
+            callbacks=callbacks,
+            progress=not args.no_progress,
+        )
+    except (NonFiniteLossError, FloatingPointError) as exc:
+        raise FloatingPointError(f"training diverged: {exc}; lower --lr (now {args.lr})") from None
 
-        report = evaluate(model, evaluation.images, k=args.k, batch_size=100, seed=args.seed)
-        final = history[-1]
-        metrics: dict[str, Any] = {
-            "eval_neg_elbo": report.neg_elbo,
-            "eval_recon": report.recon,
-            "eval_kl": report.kl,
-            "eval_nll": report.nll,
-            "eval_nll_stderr": report.nll_stderr,
-            "nll_k": args.k,
-            "eval_bits_per_dim": report.bits_per_dim,
-            "eval_ess": report.ess,
-            "active_units": report.active_units,
-            "mutual_information": report.mutual_information,
-            "train_neg_elbo": final["train_neg_elbo"],
-            "n_train": len(train),
-            "n_eval": len(evaluation),
-            "train_seconds": round(train_time, 2),
-        }
-        nll = "not defined" if report.nll is None else f"{report.nll:.2f} ± {report.nll_stderr:.2f}"
+
+def _log_evaluation(k: int, model: Any, report: Any) -> None:
+    nll = "not defined" if report.nll is None else f"{report.nll:.2f} ± {report.nll_stderr:.2f}"
+    _log(
+        f"eval: -ELBO {_num(report.neg_elbo)}, NLL (k={k}) {nll} nats per image "
+        f"({report.n} images); {report.active_units} of {model.latent_dim} latent dimensions "
+        f"active"
+    )
+    if report.active_units == 0:
         _log(
-            f"eval: -ELBO {_num(report.neg_elbo)}, NLL (k={args.k}) {nll} nats per image "
-            f"({len(evaluation)} images); {report.active_units} of {model.latent_dim} latent "
-            f"dimensions active"
+            "pyvae: warning: posterior collapse: no latent dimension is active (the decoder "
+            "ignores the code); try more epochs, a smaller --beta or another --likelihood"
         )
-        if report.active_units == 0:
-            _log(
-                "pyvae: warning: posterior collapse: no latent dimension is active (the decoder "
-                "ignores the code); try more epochs, a smaller --beta or another --likelihood"
-            )
-        data_info = {
-            "name": data.name,
-            "data_dir": str(args.data_dir),
-            "seed": args.seed,
-            "limit": args.limit,
-            "eval_limit": args.eval_limit,
-            "note": data.note,
-            "classes": list(data.classes),
-        }
-        training = {
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "beta": args.beta,
-            "seed": args.seed,
-            "device": str(device),
-            "optimizer": "Adam",
+
+
+def _write_run(
+    args: argparse.Namespace,
+    staging: Path,
+    out: Path,
+    model: Any,
+    data: Any,
+    splits: tuple[Any, Any],
+    history: list[dict[str, float]],
+    report: Any,
+    figures: bool,
+    timing: dict[str, Any],
+) -> list[str]:
+    """Checkpoint, numbers, figures and report into the staging folder; run.json last."""
+    from pyvae.checkpoint import CHECKPOINT_NAME
+    from pyvae.run_report import write_figures, write_report
+
+    train, evaluation = splits
+    metrics: dict[str, Any] = {
+        "eval_neg_elbo": report.neg_elbo,
+        "eval_recon": report.recon,
+        "eval_kl": report.kl,
+        "eval_nll": report.nll,
+        "eval_nll_stderr": report.nll_stderr,
+        "nll_k": args.k,
+        "eval_bits_per_dim": report.bits_per_dim,
+        "eval_ess": report.ess,
+        "active_units": report.active_units,
+        "mutual_information": report.mutual_information,
+        "train_neg_elbo": history[-1]["train_neg_elbo"],
+        "n_train": len(train),
+        "n_eval": len(evaluation),
+        "train_seconds": round(timing["train_seconds"], 2),
+    }
+    data_info = {
+        "name": data.name,
+        "data_dir": str(args.data_dir),
+        "seed": args.seed,
+        "limit": args.limit,
+        "eval_limit": args.eval_limit,
+        "note": data.note,
+        "classes": list(data.classes),
+    }
+    training = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "beta": args.beta,
+        "seed": args.seed,
+        "device": timing["device"],
+        "optimizer": "Adam",
+        "threads": torch.get_num_threads(),
+    }
+    model.save(
+        staging / CHECKPOINT_NAME,
+        metadata={"data": data_info, "training": training, "metrics": _finite(metrics)},
+    )
+    files = [CHECKPOINT_NAME, "history.csv", "history.json", "metrics.json", "run.json"]
+    files += ["evaluation.json", *(["tensorboard"] if args.tensorboard else [])]
+    (staging / "evaluation.json").write_text(_dumps(report.to_dict()))
+    if figures:
+        files += write_figures(
+            staging,
+            model,
+            history,
+            evaluation.images,
+            evaluation.labels,
+            classes=data.classes,
+            seed=args.seed,
+            kl_per_dim=report.kl_per_dim,
+            active=[v > report.threshold for v in report.latent_variance or []] or None,
+        )
+    metrics["wall_seconds"] = round(time.perf_counter() - timing["started"], 2)
+    (staging / "metrics.json").write_text(_dumps(metrics))
+    run = {
+        "pyvae_version": _version(),
+        "command": "demo" if args.demo else "train",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model.config,
+        "n_parameters": _n_parameters(model),
+        "data": data_info,
+        "training": training,
+        "metrics": metrics,
+        "evaluation": report.to_dict(),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-        }
-        model.save(
-            staging / CHECKPOINT_NAME,
-            metadata={"data": data_info, "training": training, "metrics": _finite(metrics)},
-        )
-        files = [CHECKPOINT_NAME, "history.csv", "history.json", "metrics.json", "run.json"]
-        files.append("evaluation.json")
-        if args.tensorboard:
-            files.append("tensorboard")
-        (staging / "evaluation.json").write_text(_dumps(report.to_dict()))
-        if figures:
-            files += write_figures(
-                staging,
-                model,
-                history,
-                evaluation.images,
-                evaluation.labels,
-                classes=data.classes,
-                seed=args.seed,
-                kl_per_dim=report.kl_per_dim,
-                active=[v > report.threshold for v in report.latent_variance or []] or None,
-            )
-        wall = time.perf_counter() - started
-        metrics["wall_seconds"] = round(wall, 2)
-        (staging / "metrics.json").write_text(_dumps(metrics))
-        run = {
-            "pyvae_version": _version(),
-            "command": "demo" if args.demo else "train",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": model.config,
-            "n_parameters": n_params,
-            "data": data_info,
-            "training": training,
-            "metrics": metrics,
-            "evaluation": report.to_dict(),
-            "environment": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-            },
-            "files": files,
-        }
-        if figures:
-            files.append("report.html")
-            write_report(staging / "report.html", run, files, folder=str(out))
-        (staging / "run.json").write_text(_dumps(run))  # last: a run folder is complete with it
-        _publish(staging, out, args.overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _log(f"wrote {out}/ ({', '.join(files)}) in {wall:.1f} s")
-    if "report.html" in files:
-        _log(f"open {out / 'report.html'} to see the report")
-    return out
+        },
+        "files": files,
+    }
+    if figures:
+        files.append("report.html")
+        write_report(staging / "report.html", run, files, folder=str(out))
+    (staging / "run.json").write_text(_dumps(run))  # last: a run folder is complete with it
+    return files
 
 
 def _num(value: float | None) -> str:
