@@ -319,3 +319,18 @@ def test_tensorboard_logs_and_eval_output_checks(
     assert code == 2 and "expected a .json file" in err
     assert main(["eval", str(out), "--k", "1", "--out", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["k"] == 1
+
+
+def test_autoencoder_and_conditional_runs(tmp_path: Path) -> None:
+    tiny = ["--epochs", "1", "--limit", "64", "--eval-limit", "16", "--k", "2", "--no-progress"]
+    assert main(["train", "--model", "ae", "--model-arg", "hidden_dims=[8]", *tiny,
+                 "--out", str(tmp_path / "ae")]) == 0
+    run = json.loads((tmp_path / "ae" / "run.json").read_text())
+    assert run["metrics"]["eval_nll"] is None and run["metrics"]["eval_recon"] > 0
+    assert "samples.png" not in run["files"] and "reconstructions.png" in run["files"]
+    assert "no prior" in (tmp_path / "ae" / "report.html").read_text()
+    assert main(["train", "--model", "mlp", "--model-arg", "hidden_dims=[8]", "--model-arg",
+                 "num_classes=10", *tiny, "--out", str(tmp_path / "cvae")]) == 0
+    evaluation = json.loads((tmp_path / "cvae" / "evaluation.json").read_text())
+    assert evaluation["nll"] > 0 and evaluation["n"] == 16
+    assert main(["eval", str(tmp_path / "cvae"), "--k", "2", "--no-save"]) == 0

@@ -223,3 +223,46 @@ def test_bad_arguments(setup: Setup, kwargs: dict[str, float], match: str) -> No
 def test_empty_data_is_an_error(setup: Setup) -> None:
     with pytest.raises(ValueError, match="no examples"):
         evaluate(setup.model, setup.x[:0])
+
+
+def test_autoencoder_reports_what_is_defined() -> None:
+    torch.manual_seed(0)
+    ae = pyvae.build("ae", input_shape=(1, 4, 4), latent_dim=3, hidden_dims=(8,))
+    x = torch.rand(40, 1, 4, 4).round()
+    report = evaluate(ae, x, k=10)
+    assert report.recon is not None and report.recon > 0
+    assert report.latent_variance is not None and report.active_units is not None
+    codes = ae.encode(x).mean.detach().double()
+    assert report.latent_variance == pytest.approx(codes.var(0).tolist(), rel=1e-6, abs=1e-12)
+    for name in (
+        "neg_elbo",
+        "kl",
+        "nll",
+        "nll_stderr",
+        "ess",
+        "bits_per_dim",
+        "kl_per_dim",
+        "mutual_information",
+        "k",
+    ):
+        assert getattr(report, name) is None, name
+    assert any("no prior" in note for note in report.notes)
+    assert "reconstruction" in report.format() and "NLL" not in report.format()
+    json.dumps(report.to_dict())
+
+
+def test_conditional_model_uses_the_labels() -> None:
+    torch.manual_seed(0)
+    model = pyvae.build("mlp", input_shape=(1, 4, 4), latent_dim=2, hidden_dims=(8,), num_classes=3)
+    x, y = torch.rand(30, 1, 4, 4).round(), torch.arange(30) % 3
+    with pytest.raises(ValueError, match="conditional"):
+        evaluate(model, x)
+    a = evaluate(model, x, y=y, k=200)
+    b = evaluate(model, (x, y), k=200)
+    loader = DataLoader(TensorDataset(x, y), batch_size=7)
+    c = evaluate(model, loader, k=200)
+    assert a.nll == b.nll and c.nll == pytest.approx(a.nll, abs=3 * a.nll_stderr)
+    other = evaluate(model, x, y=(y + 1) % 3, k=200)
+    assert other.nll != a.nll  # the labels reach the encoder and the decoder
+    exact = -pyvae.log_likelihood(model, x, y=y, k=2000).mean().item()
+    assert a.nll == pytest.approx(exact, abs=0.05)

@@ -249,3 +249,22 @@ def test_bad_arguments_fail_before_training(kwargs: dict[str, object], match: st
 def test_bad_guard_action() -> None:
     with pytest.raises(ValueError, match="action"):
         NaNGuard("ignore")  # type: ignore[arg-type]
+
+
+def test_fit_trains_conditional_models_and_autoencoders() -> None:
+    torch.manual_seed(0)
+    model = pyvae.build("mlp", input_shape=(1, 4, 4), latent_dim=2, hidden_dims=(8,), num_classes=2)
+    x, y = images(32), torch.arange(32) % 2
+    history = fit(
+        model,
+        DataLoader(TensorDataset(x, y), batch_size=8),
+        epochs=1,
+        eval_data=(x, y),
+        callbacks=[LatentDiagnostics((x, y), min_active=0)],
+    )
+    assert history[0]["step"] == 4 and math.isfinite(history[0]["eval_neg_elbo"])
+    assert "beta" not in history[0]  # left to the objective
+    ae = pyvae.build("ae", input_shape=(1, 4, 4), latent_dim=2, hidden_dims=(8,))
+    history = fit(ae, x, epochs=2, batch_size=8, seed=0, eval_data=x)
+    assert history[-1]["step"] == 8 and math.isfinite(history[-1]["eval_recon"])
+    assert math.isnan(history[-1]["eval_neg_elbo"])  # an autoencoder has no ELBO

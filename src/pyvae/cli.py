@@ -135,8 +135,21 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any
     g.add_argument(
         "--prior",
         type=_component,
-        default="normal",
-        help="p(z): a name or a JSON config; default %(default)s",
+        default=None,
+        help="p(z): a name or a JSON config (default: the model's, normal for the VAEs)",
+    )
+    g.add_argument(
+        "--posterior",
+        type=_component,
+        default=None,
+        help="q(z|x): a name or a JSON config (default: the model's, gaussian for the VAEs)",
+    )
+    g.add_argument(
+        "--objective",
+        type=_component,
+        default=None,
+        help="the training objective: a name or a JSON config (default: the model's, elbo "
+        "for the VAEs)",
     )
     g.add_argument(
         "--model-arg",
@@ -196,8 +209,8 @@ def _add_training_options(p: argparse.ArgumentParser, defaults: Mapping[str, Any
     g.add_argument(
         "--beta",
         type=_nonnegative_float,
-        default=1.0,
-        help="KL weight (beta-VAE); default %(default)s",
+        default=None,
+        help="KL weight (beta-VAE; default: the objective's, 1 for the ELBO)",
     )
     g.add_argument("--seed", type=int, default=0, help="default %(default)s")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default)")
@@ -401,6 +414,8 @@ _NAMED_MODEL_FLAGS = {
     "latent_dim": "--latent-dim",
     "likelihood": "--likelihood",
     "prior": "--prior",
+    "posterior": "--posterior",
+    "objective": "--objective",
     "input_shape": "--data (the data set fixes the input shape)",
 }
 _RUN_MARKERS = ("run.json", "model.safetensors")  # what makes a folder a run folder
@@ -529,12 +544,19 @@ def _model_config(args: argparse.Namespace, input_shape: Sequence[int]) -> dict[
     if args.demo and args.model == DEMO_DEFAULTS["model"]:
         model_args = dict(DEMO_DEFAULTS["model_args"])
     model_args.update(dict(args.model_arg))
+    # the components a flag names only when given, so that each model keeps its own defaults
+    # (the autoencoder has no prior)
+    chosen = {
+        key: getattr(args, key)
+        for key in ("prior", "posterior", "objective")
+        if getattr(args, key) is not None
+    }
     return {
         "name": args.model,
         "input_shape": list(input_shape),
         "latent_dim": args.latent_dim,
         "likelihood": args.likelihood,
-        "prior": args.prior,
+        **chosen,
         **model_args,
     }
 
@@ -578,9 +600,10 @@ def _train_run(args: argparse.Namespace) -> Path:
     )
     staging = _staging_folder(out)
     try:
-        history = _fit(args, model, loader, evaluation.images, staging)
+        eval_data = _eval_data(model, evaluation)
+        history = _fit(args, model, loader, eval_data, staging)
         train_seconds = time.perf_counter() - started
-        report = evaluate(model, evaluation.images, k=args.k, batch_size=100, seed=args.seed)
+        report = evaluate(model, eval_data, k=args.k, batch_size=100, seed=args.seed)
         _log_evaluation(args.k, model, report)
         files = _write_run(
             args,
@@ -602,6 +625,13 @@ def _train_run(args: argparse.Namespace) -> Path:
     if "report.html" in files:
         _log(f"open {out / 'report.html'} to see the report")
     return out
+
+
+def _eval_data(model: Any, split: Any) -> Any:
+    """The evaluation images, with their labels for a conditional model."""
+    if getattr(model, "num_classes", None) is not None:
+        return (split.images, split.labels)
+    return split.images
 
 
 def _check_tensorboard(enabled: bool) -> None:
@@ -637,7 +667,7 @@ def _fit(
     args: argparse.Namespace,
     model: Any,
     loader: DataLoader[Any],
-    eval_images: torch.Tensor,
+    eval_data: Any,
     staging: Path,
 ) -> list[dict[str, float]]:
     """The epochs, through pyvae.training.fit, logging into the staging folder."""
@@ -669,7 +699,7 @@ def _fit(
             epochs=args.epochs,
             optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
             beta=args.beta,
-            eval_data=eval_images,
+            eval_data=eval_data,
             callbacks=callbacks,
             progress=not args.no_progress,
         )
@@ -859,7 +889,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     save_to = _eval_output(args, info.path)
     report = evaluate(
         model,
-        evaluation.images,
+        _eval_data(model, evaluation),
         k=args.k,
         batch_size=args.batch_size,
         seed=args.seed,

@@ -167,11 +167,13 @@ def effective_sample_size(log_weights: torch.Tensor, dim: int = 0) -> torch.Tens
 
 def _prior_distribution(model: BaseVAE) -> Distribution | None:
     """p(z), or None for a model without a prior (an autoencoder)."""
+    prior = getattr(model, "prior", None)
+    if prior is None:
+        return None
     getter = getattr(model, "prior_distribution", None)
     if callable(getter):
         return getter()  # type: ignore[no-any-return]
-    prior = getattr(model, "prior", None)
-    return None if prior is None else prior()
+    return prior()  # type: ignore[no-any-return]
 
 
 def _conditional(model: BaseVAE) -> bool:
@@ -310,7 +312,7 @@ def _mutual_information(posteriors: list[Distribution], samples: list[torch.Tens
 
 def evaluate(
     model: BaseVAE,
-    data: torch.Tensor | Iterable[Any],
+    data: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Iterable[Any],
     *,
     y: torch.Tensor | None = None,
     k: int | None = 1000,
@@ -331,9 +333,9 @@ def evaluate(
 
     Args:
         model: any pyvae model.
-        data: inputs of shape (N, *input_shape), or an iterable of batches (a ``DataLoader``)
-            that yields ``x`` or ``(x, y, ...)``; for a conditional model, the labels are the
-            second element of each batch.
+        data: inputs of shape (N, *input_shape), a pair ``(x, y)`` of inputs and labels, or an
+            iterable of batches (a ``DataLoader``) that yields ``x`` or ``(x, y, ...)``; for a
+            conditional model, the labels are the second element of each batch.
         y: the labels of a tensor of inputs, for a conditional model.
         k: importance samples per example for the NLL (``None``: skip the NLL and the ESS).
         batch_size: examples per batch when ``data`` is a tensor.
@@ -347,6 +349,12 @@ def evaluate(
     Returns:
         An :class:`EvaluationReport`.
     """
+    if isinstance(data, tuple):
+        if len(data) != 2 or not all(isinstance(t, torch.Tensor) for t in data):
+            raise ValueError("data: a tuple must be (x, y), two tensors")
+        if y is not None:
+            raise ValueError("y: given twice (in data=(x, y) and as y=)")
+        data, y = data
     if k is not None:
         check_positive_int("k", k)
     check_positive_int("batch_size", batch_size)

@@ -10,6 +10,7 @@ from torch import nn
 
 __all__ = ["conv_decoder", "conv_encoder", "conv_output_sizes", "mlp"]
 
+
 def mlp(sizes: Sequence[int], *, final_activation: bool = False) -> nn.Sequential:
     """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` with ReLU between them (and
     after the last one if ``final_activation``): maps (B, sizes[0]) to (B, sizes[-1])."""

@@ -112,6 +112,9 @@ def write_figures(
 ) -> list[str]:
     """Draw a run's figures into the folder ``out``; returns the file names written.
 
+    A model without a prior (the autoencoder) gets no samples or manifold; a conditional model
+    gets the training curves and the KL chart only (the image figures take no labels yet).
+
     Args:
         out: an existing folder.
         model: the trained model.
@@ -139,16 +142,26 @@ def write_figures(
 
     device = next(model.parameters()).device
     save(viz.plot_training_curves(list(history)), "curves.png")
+    if getattr(model, "num_classes", None) is not None:
+        # the image figures of pyvae.viz take no labels yet: a conditional model gets the curves
+        # and the KL chart only
+        if kl_per_dim is not None:
+            save(plot_kl_per_dimension(kl_per_dim, active=active), "kl_per_dim.png")
+        return written
     save(viz.plot_reconstructions(model, images[:16].to(device)), "reconstructions.png")
-    generator = torch.Generator(device=device).manual_seed(seed)
-    save(viz.plot_samples(model, 64, generator=generator), "samples.png")
+    has_prior = getattr(model, "prior", None) is not None  # an autoencoder cannot sample
+    if has_prior:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        save(viz.plot_samples(model, 64, generator=generator), "samples.png")
     loader = DataLoader(TensorDataset(images, labels), batch_size=256)
     means, ys = encode_loader(model, loader)
     save(
         viz.plot_latent(means, ys, class_names=list(classes) or None, max_points=1500, seed=seed),
         "latent.png",
     )
-    if model.latent_dim >= 2:
+    if not has_prior:
+        pass  # the manifold spans the prior's quantiles
+    elif model.latent_dim >= 2:
         save(viz.plot_manifold(model, 15, seed=seed), "manifold.png")
     else:
         z = torch.zeros(1, device=device)

@@ -199,7 +199,8 @@ def fit(
             own (its ``beta`` and schedule, chosen at build time; objectives without a KL weight,
             such as ``"ae"`` and ``"iwae"``, need ``None``), a number, or a schedule
             ``step -> weight`` such as ``lambda s: pyvae.linear_warmup(s, 1000)``.
-        eval_data: held-out inputs (tensor or loader) scored after each epoch.
+        eval_data: held-out data scored after each epoch: inputs, an ``(x, y)`` pair of tensors
+            (conditional models), or a loader.
         callbacks: :class:`Callback` instances, called in order.
         batch_size: the batch size when ``train`` is a tensor.
         seed: the seed of the shuffling when ``train`` is a tensor.
