@@ -72,7 +72,9 @@ def test_fit_matches_a_plain_loop_exactly() -> None:
 
 def test_history_rows_and_eval_terms() -> None:
     model, data = tiny(), images(64)
-    history = fit(model, data, epochs=2, batch_size=16, seed=0, eval_data=images(32, seed=1))
+    history = fit(
+        model, data, epochs=2, batch_size=16, seed=0, eval_data=images(32, seed=1), beta=1.0
+    )
     row = history[-1]
     assert set(row) >= {
         "epoch",
