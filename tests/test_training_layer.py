@@ -265,7 +265,7 @@ def test_fit_trains_conditional_models_and_autoencoders() -> None:
         callbacks=[LatentDiagnostics((x, y), min_active=0)],
     )
     assert history[0]["step"] == 4 and math.isfinite(history[0]["eval_neg_elbo"])
-    assert "beta" not in history[0]  # left to the objective
+    assert history[0]["beta"] == 1.0  # left to the objective (the ELBO's weight)
     ae = pyvae.build("ae", input_shape=(1, 4, 4), latent_dim=2, hidden_dims=(8,))
     history = fit(ae, x, epochs=2, batch_size=8, seed=0, eval_data=x)
     assert history[-1]["step"] == 8 and math.isfinite(history[-1]["eval_recon"])
