@@ -1,10 +1,11 @@
 """Every registered part passes the conformance kit (:mod:`pyvae.testing`).
 
-The tests are parametrised from the registries, so a part registered later (a posterior family,
-an objective, a model) is checked without new test code. A part that does not combine with
-another must say so with a :class:`pyvae.ConfigError` when the model is built; the kit turns that
-(and only that) into :class:`pyvae.testing.NotApplicable`, and every part must pass in at least
-one backbone. The last tests break parts on purpose: the kit must catch each breakage.
+The tests are parametrised from the registries (models, posteriors, likelihoods, priors,
+objectives, corruptions, samplers), so a part registered later is checked without new test code.
+A part that does not combine with another must say so with a :class:`pyvae.ConfigError` when the
+model is built; the kit turns that (and only that) into :class:`pyvae.testing.NotApplicable`,
+and every part must pass in at least one backbone. The last tests break parts on purpose: the
+kit must catch each breakage.
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ def test_every_objective_conforms(name: str) -> None:
 def test_every_corruption_conforms(name: str) -> None:
     testing.check_corruption(name)
     testing.check_model(testing.small_model("denoising", corruption=name))
+
+
+@pytest.mark.parametrize("name", pyvae.samplers.list_samplers())
+def test_every_sampler_conforms(name: str) -> None:
+    testing.check_sampler(name)  # the autoencoder, which only samples through a sampler
+    testing.check_sampler(name, model="conv", num_classes=3)  # a conditional VAE
 
 
 def covering() -> list[dict[str, Any]]:

@@ -12,6 +12,10 @@ test::
         pyvae.testing.check_likelihood("student_t")
         pyvae.testing.check_likelihood("student_t", model="mlp")  # also inside a model
 
+``check_model``, ``check_posterior``, ``check_likelihood``, ``check_prior``,
+``check_objective``, ``check_corruption`` and ``check_sampler`` cover every kind of registered
+part.
+
 A part that legitimately does not combine with another (a prior that cannot serve a conditional
 model, an objective that needs a Gaussian posterior) says so with a :class:`pyvae.ConfigError`
 when the model is built; the kit turns exactly that, and nothing else, into
@@ -55,6 +59,7 @@ __all__ = [
     "check_objective",
     "check_posterior",
     "check_prior",
+    "check_sampler",
     "example_batch",
     "small_model",
     "small_spec",
@@ -74,8 +79,9 @@ SMALL_MODEL_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 #: Size-like keyword arguments set to small values wherever a part's (or model's) class accepts
-#: them: mixture components, flow steps, importance samples, hidden widths, codebooks. Also the
-#: training-set size an estimator may require (``dataset_size``).
+#: them: mixture components, flow steps, importance samples, hidden widths, codebooks, a
+#: sampler's fitting epochs or iterations. Also the training-set size an estimator may require
+#: (``dataset_size``).
 SMALL_PART_ARGUMENTS: dict[str, Any] = {
     "n_components": 3,
     "hidden_dims": (16,),
@@ -88,6 +94,8 @@ SMALL_PART_ARGUMENTS: dict[str, Any] = {
     "flow_steps": 2,
     "n_flows": 2,
     "k": 3,
+    "epochs": 2,
+    "max_iter": 20,
     "dataset_size": 64,
     "num_embeddings": 8,
     "codebook_size": 8,
@@ -953,3 +961,76 @@ def check_corruption(corruption: Spec | Corruption) -> None:
     _expect(torch.equal(part(x), first), what, "not reproducible with torch.manual_seed")
     _expect(part(x.double()).dtype == torch.float64, what, "does not keep float64")
     _check_config(part, CORRUPTIONS, what)
+
+
+def check_sampler(
+    sampler: Spec, *, model: str = "ae", num_classes: int | None = None, **parts: Any
+) -> None:
+    """Check a latent sampler (:mod:`pyvae.samplers`, by name or dict) fitted to a small model
+    of the backbone ``model`` (with ``num_classes`` and other ``parts``).
+
+    Checks: an unfitted sampler refuses to sample; ``fit`` returns the sampler; codes have shape
+    (n, latent_dim), the model's dtype, are finite and reproducible with a generator; decoded
+    samples have the data's shape (with labels, for a conditional model); the state tensors
+    have the shapes ``expected_shapes`` announces; the config is JSON-ready and rebuilds the
+    sampler; ``save`` + ``pyvae.samplers.load`` draws the same codes.
+
+    Args:
+        sampler: the sampler's registered name or config dict (without the model).
+        model: a registered backbone with continuous latents.
+        num_classes: labels for a conditional model, or ``None``.
+        **parts: other parts of the model (by name or dict).
+
+    Raises:
+        ConformanceError: the first broken rule.
+        NotApplicable: the model or the sampler refused the combination with a ConfigError.
+    """
+    from pyvae.samplers import SAMPLERS, LatentSampler, load
+
+    spec = small_spec(SAMPLERS, sampler) if isinstance(sampler, str) else dict(sampler)
+    vae = small_model(model, num_classes=num_classes, **parts)
+    try:
+        part = SAMPLERS.build(spec, model=vae)
+    except ConfigError as exc:
+        raise NotApplicable(exc) from exc
+    what = f"sampler {type(part).__name__} ({type(part).registered_name!r}) on {model!r}"
+    _expect(isinstance(part, LatentSampler), what, "is not a pyvae.samplers.LatentSampler")
+    message = _refuses(lambda: part.sample_latents(2), (RuntimeError, ValueError))
+    _expect(message, what, "an unfitted sampler did not refuse to sample")
+    x, y = example_batch(vae, 32)
+    _expect(part.fit(x, y=y) is part, what, "fit did not return the sampler")
+    z = part.sample_latents(5, generator=torch.Generator().manual_seed(4))
+    again = part.sample_latents(5, generator=torch.Generator().manual_seed(4))
+    d = vae.latent_dim
+    _expect(tuple(z.shape) == (5, d), what, f"codes have shape {tuple(z.shape)}, not (5, {d})")
+    _expect(z.dtype == x.dtype, what, f"codes have dtype {z.dtype}, the model {x.dtype}")
+    _expect(bool(torch.isfinite(z).all()), what, "codes are not finite")
+    _expect(torch.equal(z, again), what, "codes are not reproducible with a generator")
+    labels = None if num_classes is None else torch.arange(5) % num_classes
+    images = part.sample(5, y=labels, generator=torch.Generator().manual_seed(4))
+    _expect(images.shape == (5, *vae.input_shape), what, f"samples {tuple(images.shape)}")
+    _expect(bool(torch.isfinite(images).all()), what, "samples are not finite")
+    shapes = {k: tuple(v.shape) for k, v in part.state_tensors().items()}
+    _expect(
+        shapes == {k: tuple(v) for k, v in part.expected_shapes().items()},
+        what,
+        f"state tensors {shapes} differ from expected_shapes {part.expected_shapes()}",
+    )
+    try:
+        config = json.loads(json.dumps(part.config))
+    except (TypeError, ValueError) as exc:
+        raise _fail(what, f"config is not JSON-serialisable ({exc})") from exc
+    _expect(
+        SAMPLERS.build(config, model=vae).config == part.config,
+        what,
+        "its config does not rebuild the same config",
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = part.save(Path(folder) / "sampler.safetensors")
+        loaded = load(path, vae)
+    _expect(type(loaded) is type(part), what, f"load built a {type(loaded).__name__}")
+    _expect(
+        torch.equal(loaded.sample_latents(5, generator=torch.Generator().manual_seed(4)), z),
+        what,
+        "save + load draws other codes",
+    )
