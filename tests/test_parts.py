@@ -176,3 +176,9 @@ def test_an_objective_that_needs_a_density_refuses_a_point_mass_posterior_at_bui
     model = pyvae.build("conv", input_shape=SHAPE, latent_dim=2, posterior="point", objective="ae")
     x = torch.rand(2, *SHAPE)
     assert torch.isfinite(model.loss(x, model(x)).loss)
+
+
+def test_a_vamp_prior_refuses_a_point_mass_posterior_at_build() -> None:
+    # found by pyvae.testing: p(z), a mixture of point masses, had no log_prob
+    with pytest.raises(pyvae.ConfigError, match="point mass with no density"):
+        pyvae.build("mlp", **SMALL, posterior="point", objective="ae", prior="vamp")

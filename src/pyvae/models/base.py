@@ -166,6 +166,12 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             latent_dim=self.latent_dim,
         )
         self.objective.check_posterior(head)
+        if head.deterministic and self.prior is not None and self.prior.needs_encoder:
+            raise ConfigError(
+                f"prior: {type(self.prior).__name__} is a mixture of the model's posteriors, and "
+                f"the posterior {type(head).registered_name!r} is a point mass with no density, "
+                f"so p(z) would have none; choose another prior (or prior=None)"
+            )
         return head
 
     # -- what a concrete model defines -------------------------------------------------------
