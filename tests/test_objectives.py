@@ -321,6 +321,8 @@ def test_bad_configs_name_the_argument(config: dict[str, Any], match: str) -> No
 
 
 def test_beta_tc_refuses_other_families() -> None:
+    with pytest.raises(pyvae.ConfigError, match="objective: 'beta_tc' .*structured latents"):
+        pyvae.build("ladder", input_shape=SHAPE, objective={"name": "beta_tc", "dataset_size": 9})
     with pytest.raises(pyvae.ConfigError, match="prior: objective 'beta_tc' needs a prior"):
         _model({"name": "beta_tc", "dataset_size": 10}, prior="vamp")
     model = _model({"name": "beta_tc", "dataset_size": 10})

@@ -161,8 +161,16 @@ class BetaTC(Objective):
         self.estimator = estimator
 
     def check_model(self, model: BaseVAE) -> None:
-        """Refuse a model without a factorised prior."""
+        """Refuse a model without a factorised prior or with structured latents."""
         super().check_model(model)
+        from pyvae.objectives.elbo import _plain_kl
+
+        if not _plain_kl(model):
+            raise ConfigError(
+                f"objective: 'beta_tc' decomposes the KL of one latent vector with a diagonal "
+                f"Gaussian posterior; {type(model).__name__} has structured latents (it overrides "
+                f"kl()); use objective='elbo'"
+            )
         require_factorised_prior(model, "beta_tc", "prior")
 
     def check_posterior(self, head: PosteriorHead) -> None:
