@@ -97,7 +97,21 @@ BASE_CONFIGS = _configs()
 # every family: each posterior family, each objective, each model with labels (from the
 # registries, via tests/tiny.py: parts registered later are trained here too)
 FAMILY_CONFIGS = family_configs()
-CONFIGS = BASE_CONFIGS + FAMILY_CONFIGS
+# the elbo's options with state or batch statistics: free bits, a KL schedule (its step buffer)
+OPTION_CONFIGS = [
+    {
+        "name": "mlp",
+        "likelihood": "bernoulli",
+        "prior": {"name": "normal"},
+        **TINY["mlp"],
+        "objective": objective,
+    }
+    for objective in (
+        {"name": "elbo", "free_bits": 0.2},
+        {"name": "elbo", "schedule": {"name": "cyclical", "period": 2, "ratio": 0.5}},
+    )
+]
+CONFIGS = BASE_CONFIGS + FAMILY_CONFIGS + OPTION_CONFIGS
 
 
 def _config_id(config: dict[str, Any]) -> str:
@@ -106,7 +120,11 @@ def _config_id(config: dict[str, Any]) -> str:
     likelihood = config["likelihood"]
     likelihood = likelihood if isinstance(likelihood, str) else likelihood["name"]
     prior = config["prior"]["name"] if "prior" in config else "none"
-    return f"{config['name']}-{likelihood}-{prior}"
+    spec = config.get("objective")
+    objective = (
+        "" if spec is None else "-" + "+".join([spec["name"], *sorted(set(spec) - {"name"})])
+    )
+    return f"{config['name']}-{likelihood}-{prior}{objective}"
 
 
 def _labels(config: dict[str, Any], batch: int) -> torch.Tensor | None:
