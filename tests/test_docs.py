@@ -165,7 +165,14 @@ def _free_port() -> int:
 
 
 PAGES_WITH_CODE = [p for p in PAGES if extract_blocks(p)]
-REGISTRIES = [pyvae.MODELS, pyvae.LIKELIHOODS, pyvae.PRIORS, pyvae.CORRUPTIONS]
+REGISTRIES = [
+    pyvae.MODELS,
+    pyvae.LIKELIHOODS,
+    pyvae.PRIORS,
+    pyvae.CORRUPTIONS,
+    pyvae.OBJECTIVES,
+    pyvae.POSTERIORS,
+]
 
 
 @pytest.fixture
