@@ -417,3 +417,16 @@ def test_a_damaged_checkpoint_gives_a_message_in_the_page(
     at = app(tmp_path, monkeypatch)
     assert not at.exception
     assert len(at.error) == 1 and "not a readable safetensors file" in at.error[0].value
+
+
+def test_without_evaluation_images_the_page_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_run(tmp_path, "conv", data={"name": "mnist", "data_dir": "nowhere"})
+    at = app(folder / "model.safetensors", monkeypatch)  # a checkpoint file, not a folder
+    assert not at.exception and not at.error
+    assert any("could not be read" in w.value for w in at.warning)
+    assert len(at.tabs[0].get("image")) == 1  # Explore decodes from the prior
+    assert at.tabs[1].radio[0].options == ["upload an image"]
+    assert any("needs the evaluation images" in i.value for i in at.tabs[2].info)
+    assert any("needs the evaluation images" in i.value for i in at.tabs[3].info)
