@@ -394,3 +394,17 @@ def test_damaged_weights_fail_the_checksum(tmp_path: Path) -> None:
     model = _tiny()
     tensors = {k: v.clone() for k, v in model.state_dict().items()}
     assert isinstance(pyvae.load(_write(tmp_path / "old.st", tensors, model.config)), pyvae.MLPVAE)
+
+
+def test_a_number_that_builds_many_modules_is_refused_during_the_meta_build(tmp_path: Path) -> None:
+    """``n_steps=10**6`` in a 3 KB file built 10**6 flow steps (Python objects: memory and
+    minutes) before any shape was compared; the build is now cut off after a budget of modules,
+    parameters and buffers set by the number of stored tensors."""
+    model = pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8], posterior="iaf")
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    config = {**model.config, "posterior": {"name": "iaf", "n_steps": 10**6}}
+    path = _write(tmp_path / "iaf.st", tensors, config)
+    with pytest.raises(CheckpointError, match=r"builds more than \d+ modules, parameters and buf"):
+        pyvae.load(path)
+    # the hooks are gone afterwards: building big models is not limited outside load
+    assert pyvae.build("mlp", input_shape=[4], posterior={"name": "iaf", "n_steps": 300})

@@ -235,6 +235,16 @@ def test_hostile_files_do_not_drive_memory(tmp_path: Path) -> None:
         }
         save_file(tensors, tmp_path / f"big{i}.safetensors", metadata=meta)
         files.append(tmp_path / f"big{i}.safetensors")
+    flows = pyvae.build("mlp", input_shape=[6], latent_dim=2, hidden_dims=[5], posterior="iaf")
+    meta = {
+        "format": "pyvae-checkpoint",
+        "format_version": "1",
+        "config": json.dumps({**flows.config, "posterior": {"name": "iaf", "n_steps": 10**6}}),
+        "metadata": "{}",
+    }
+    flow_tensors = {k: v.clone() for k, v in flows.state_dict().items()}
+    save_file(flow_tensors, tmp_path / "steps.safetensors", metadata=meta)
+    files.append(tmp_path / "steps.safetensors")
     deep = {
         "format": "pyvae-checkpoint",
         "format_version": "1",

@@ -18,13 +18,14 @@ refused unless asked for. See the documentation page "Security and reliability".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,9 @@ MAX_JSON_DEPTH = 32
 #: The most JSON values a config may hold beyond one per stored tensor (a config describes its
 #: tensors; a huge one only makes ``build`` spend memory and time).
 CONFIG_SLACK = 256
+#: The most modules, parameters and buffers a config may build beyond 8 per stored tensor
+#: (checked while the model is built on the meta device).
+MODULE_SLACK = 1024
 #: The floating-point dtypes a model may be loaded in (a stored float tensor of another float
 #: dtype among these is cast, as ``model.to(dtype)`` would).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -483,7 +487,7 @@ def load(
     resolved = _resolve(path)
     header, stored = _read_header(resolved)
     info = _parse_header(resolved, header, len(stored))
-    with torch.device("meta"):
+    with torch.device("meta"), _registration_budget(resolved, len(stored)):
         skeleton = _build(resolved, info.config)
     dtype = _check_tensors(resolved, skeleton, stored)
     del skeleton
@@ -512,6 +516,44 @@ def load(
         raise CheckpointError(
             f"{resolved}: out of memory while loading on {device} ({exc})"
         ) from None
+
+
+class _TooManyParts(Exception):
+    """Raised inside a build that registers more parts than the file can describe."""
+
+
+@contextlib.contextmanager
+def _registration_budget(path: Path, n_tensors: int) -> Iterator[None]:
+    """Abort a build that registers more modules, parameters or buffers than the file's tensors
+    could need: a single number in a config (``n_steps=10**6``) would otherwise make the meta
+    build itself spend memory and time (Python objects), before any shape is compared."""
+    from torch.nn.modules import module as torch_module
+
+    limit = MODULE_SLACK + 8 * n_tensors
+    count = 0
+
+    def hook(*args: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise _TooManyParts
+
+    handles = [
+        torch_module.register_module_module_registration_hook(hook),
+        torch_module.register_module_parameter_registration_hook(hook),
+        torch_module.register_module_buffer_registration_hook(hook),
+    ]
+    try:
+        yield
+    except _TooManyParts:
+        raise CheckpointError(
+            f"{path}: the stored config builds more than {limit} modules, parameters and "
+            f"buffers for {n_tensors} stored tensors (at most {MODULE_SLACK} + 8 per tensor); "
+            f"the file is corrupt or hostile"
+        ) from None
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _build(path: Path, config: dict[str, Any]) -> BaseVAE:
