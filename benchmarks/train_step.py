@@ -127,6 +127,9 @@ class Variant:
     mode: str | None = None  # torch.compile mode
     channels_last: bool = False
     validate: bool = True
+    target: str = "step"  # what is compiled: "step" (forward + loss), "loss", "modules"
+    dynamic: bool | None = None  # torch.compile's dynamic=
+    short_batch: bool = False  # also run a short last batch (64) before timing
     compile_seconds: float = 0.0
     step: Callable[[], None] = field(default=lambda: None, repr=False)
 
@@ -151,8 +154,21 @@ def build_variant(name: str, variant: Variant, batches: list[torch.Tensor]) -> V
         return loss_fn(model, x)
 
     fn: Callable[[torch.Tensor], torch.Tensor] = forward_loss
-    if variant.compiled:
-        fn = torch.compile(forward_loss, mode=variant.mode, fullgraph=True)
+    if variant.compiled and variant.target == "step":
+        fn = torch.compile(forward_loss, mode=variant.mode, fullgraph=True, dynamic=variant.dynamic)
+    elif variant.compiled and variant.target == "loss":  # pyvae only: forward stays eager
+        compiled_loss = torch.compile(
+            model.loss, mode=variant.mode, fullgraph=True, dynamic=variant.dynamic
+        )
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return compiled_loss(x, model(x)).loss
+
+    elif variant.compiled and variant.target == "modules":  # the networks, not the loss
+        for sub in ("encoder", "decoder", "enc", "dec"):
+            module = getattr(model, sub, None)
+            if isinstance(module, nn.Module):
+                module.compile(mode=variant.mode, dynamic=variant.dynamic)
     counter = [0]
 
     def step() -> None:
@@ -178,6 +194,10 @@ def build_variant(name: str, variant: Variant, batches: list[torch.Tensor]) -> V
     if variant.compiled:  # compile now, outside the timing
         start = time.perf_counter()
         variant.step()
+        if variant.short_batch:  # the last, short batch of an epoch: a second shape
+            short = data[0][: BATCH // 2]
+            optimizer.zero_grad(set_to_none=True)
+            fn(short).backward()
         variant.compile_seconds = time.perf_counter() - start
     return variant
 
@@ -206,8 +226,43 @@ def variants_for(name: str, *, compile_: bool, modes: list[str]) -> list[list[Va
                 [
                     Variant(f"hand-written, compiled{suffix}", "hand", compiled=True, mode=m),
                     Variant(f"pyvae, compiled{suffix}", "pyvae", compiled=True, mode=m),
+                    Variant("hand-written, eager", "hand"),
                 ]
             )
+        # what to compile: the whole forward + loss (above), the loss only, the networks only
+        groups.append(
+            [
+                Variant("hand-written, compiled", "hand", compiled=True),
+                Variant("pyvae, compiled loss only", "pyvae", compiled=True, target="loss"),
+                Variant("pyvae, compiled networks only", "pyvae", compiled=True, target="modules"),
+                Variant(
+                    "hand-written, compiled networks only", "hand", compiled=True, target="modules"
+                ),
+            ]
+        )
+        # an epoch's last, short batch: a second shape (automatic dynamic shapes or two graphs)
+        groups.append(
+            [
+                Variant(
+                    "hand-written, compiled, saw a short batch", "hand", True, short_batch=True
+                ),
+                Variant("pyvae, compiled, saw a short batch", "pyvae", True, short_batch=True),
+                Variant(
+                    "hand-written, compiled dynamic=False, saw a short batch",
+                    "hand",
+                    True,
+                    dynamic=False,
+                    short_batch=True,
+                ),
+                Variant(
+                    "pyvae, compiled dynamic=False, saw a short batch",
+                    "pyvae",
+                    True,
+                    dynamic=False,
+                    short_batch=True,
+                ),
+            ]
+        )
         if name == "conv":
             groups.append(
                 [
