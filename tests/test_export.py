@@ -8,14 +8,17 @@ its outputs must match PyTorch's to float32 rounding.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 from tiny import SHAPE, tiny_model
+from torch.distributions import Independent, Normal
 
 import pyvae
+from pyvae.posteriors import latent_point
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,22 +26,42 @@ LATENT = 3
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def _reference(model: pyvae.BaseVAE, part: str, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+def _reference(
+    model: pyvae.BaseVAE, part: str, inputs: tuple[torch.Tensor, ...]
+) -> dict[str, torch.Tensor]:
     """What the exported part must compute, straight from the model in eval mode."""
     model.eval()
     with torch.no_grad():
         if part == "decoder":
-            return {"mean": model.likelihood.mean(model.decode(inputs))}
-        q = model.encode(inputs)
-        if isinstance(q, torch.distributions.Independent):  # a location-scale posterior
+            return {"mean": model.likelihood.mean(model.decode(*inputs))}
+        q = model.encode(*inputs)
+        if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
             return {"loc": q.base_dist.loc, "scale": q.base_dist.scale}
-        return {"loc": q.mean}  # a point mass (the autoencoder)
+        return {"loc": latent_point(q)}
 
 
-def _inputs(part: str, batch: int) -> torch.Tensor:
-    if part == "decoder":
-        return torch.randn(batch, LATENT)
-    return torch.rand(batch, *SHAPE)
+def _inputs(model: pyvae.BaseVAE, part: str, batch: int) -> tuple[torch.Tensor, ...]:
+    first = torch.randn(batch, LATENT) if part == "decoder" else torch.rand(batch, *SHAPE)
+    if model.num_classes is None:
+        return (first,)
+    return first, torch.arange(batch) % model.num_classes
+
+
+def _feed(session: ort.InferenceSession, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    return {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)}
+
+
+def _models() -> list[tuple[str, dict[str, Any]]]:
+    """Every registered model, every posterior family on the mlp, and a conditional model."""
+    cases: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in pyvae.list_models()]
+    cases += [("mlp", {"posterior": p}) for p in pyvae.list_posteriors() if p != "gaussian"]
+    cases += [("conv", {"num_classes": 3})]
+    return cases
+
+
+def _id(case: tuple[str, dict[str, Any]]) -> str:
+    name, extra = case
+    return "-".join([name, *(f"{k}={v}" for k, v in extra.items())])
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -46,19 +69,22 @@ def _session(path: Path) -> ort.InferenceSession:
 
 
 @pytest.mark.parametrize("part", ["decoder", "encoder"])
-@pytest.mark.parametrize("name", pyvae.list_models())
-def test_onnx_matches_pytorch_for_every_model(name: str, part: str, tmp_path: Path) -> None:
-    model = tiny_model(name, latent_dim=LATENT)
+@pytest.mark.parametrize("case", _models(), ids=_id)
+def test_onnx_matches_pytorch_for_every_model(
+    case: tuple[str, dict[str, Any]], part: str, tmp_path: Path
+) -> None:
+    name, extra = case
+    model = tiny_model(name, latent_dim=LATENT, **extra)
     path = pyvae.export_onnx(model, tmp_path / f"{name}.onnx", part=part)
     assert model.training  # the model's own mode is restored
     session = _session(path)
-    input_name = "z" if part == "decoder" else "x"
-    assert [i.name for i in session.get_inputs()] == [input_name]
-    assert session.get_inputs()[0].shape[0] == "batch"  # a dynamic batch dimension
+    names = ["z" if part == "decoder" else "x"] + (["y"] if model.num_classes else [])
+    assert [i.name for i in session.get_inputs()] == names
+    assert all(i.shape[0] == "batch" for i in session.get_inputs())  # a dynamic batch size
     for batch in (1, 5):
-        x = _inputs(part, batch)
-        expected = _reference(model, part, x)
-        outputs = session.run(None, {input_name: x.numpy()})
+        inputs = _inputs(model, part, batch)
+        expected = _reference(model, part, inputs)
+        outputs = session.run(None, _feed(session, inputs))
         assert [o.name for o in session.get_outputs()] == list(expected)
         for got, (key, want) in zip(outputs, expected.items(), strict=True):
             assert got.shape == tuple(want.shape), key
@@ -71,21 +97,23 @@ def test_onnx_decoder_gives_each_likelihoods_mean(likelihood: str, tmp_path: Pat
     session = _session(pyvae.export_onnx(model, tmp_path / "decoder.onnx"))
     z = torch.randn(4, LATENT) * 3  # logits far from 0 too (the continuous Bernoulli's branches)
     (mean,) = session.run(["mean"], {"z": z.numpy()})
-    np.testing.assert_allclose(mean, _reference(model, "decoder", z)["mean"].numpy(), 1e-5, 1e-6)
+    expected = _reference(model, "decoder", (z,))["mean"].numpy()
+    np.testing.assert_allclose(mean, expected, 1e-5, 1e-6)
 
 
 @pytest.mark.parametrize("part", ["decoder", "encoder"])
-@pytest.mark.parametrize("name", pyvae.list_models())
-def test_torch_export_with_two_batch_sizes(name: str, part: str) -> None:
-    model = tiny_model(name, latent_dim=LATENT)
+@pytest.mark.parametrize("case", _models(), ids=_id)
+def test_torch_export_with_two_batch_sizes(case: tuple[str, dict[str, Any]], part: str) -> None:
+    name, extra = case
+    model = tiny_model(name, latent_dim=LATENT, **extra)
     program = pyvae.export(model, part=part)
     assert isinstance(program, torch.export.ExportedProgram)
     assert model.training
     module = program.module()
     for batch in (1, 7):
-        x = _inputs(part, batch)
-        got = module(x)
-        expected = _reference(model, part, x)
+        inputs = _inputs(model, part, batch)
+        got = module(*inputs)
+        expected = _reference(model, part, inputs)
         got = {"mean": got} if part == "decoder" else got
         assert list(got) == list(expected)
         for key in expected:
@@ -102,7 +130,7 @@ def test_export_uses_eval_mode_batch_norm_statistics(tmp_path: Path) -> None:
     session = _session(pyvae.export_onnx(model, tmp_path / "enc.onnx", part="encoder"))
     x = torch.rand(5, *SHAPE)
     loc, scale = session.run(None, {"x": x.numpy()})
-    expected = _reference(model, "encoder", x)
+    expected = _reference(model, "encoder", (x,))
     np.testing.assert_allclose(loc, expected["loc"].numpy(), rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(scale, expected["scale"].numpy(), rtol=RTOL, atol=ATOL)
 
@@ -112,7 +140,7 @@ def test_float64_model_exports_in_float64() -> None:
     z = torch.randn(3, LATENT, dtype=torch.float64)
     got = pyvae.export(model).module()(z)
     assert got.dtype == torch.float64
-    torch.testing.assert_close(got, _reference(model, "decoder", z)["mean"])
+    torch.testing.assert_close(got, _reference(model, "decoder", (z,))["mean"])
 
 
 def test_bad_arguments_are_named(tmp_path: Path) -> None:

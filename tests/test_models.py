@@ -89,7 +89,11 @@ def test_wrong_inputs_give_clear_errors(model: BaseVAE, x: torch.Tensor) -> None
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="x: expected finite values, got 1 non-finite"):
-        model(bad)
+        model.check_input(bad)
+    with pytest.raises(ValueError, match="x: expected finite values, got 1 non-finite"):
+        model.loss(bad, model(bad))  # forward checks structure; loss checks the values
+    with pytest.raises(ValueError, match="x: expected finite values, got 1 non-finite"):
+        model.reconstruct(bad)
     with pytest.raises(ValueError, match="outside it"):
         model.loss(x + 1, model(x + 1))
     with pytest.raises(ValueError, match="beta: expected a finite number >= 0"):
@@ -141,9 +145,9 @@ def test_bernoulli_fast_log_prob_equals_torch_distributions() -> None:
     )
 
 
-def test_loss_refuses_nan_data_through_the_support_check(model: BaseVAE, x: torch.Tensor) -> None:
+def test_loss_refuses_nan_data(model: BaseVAE, x: torch.Tensor) -> None:
     out = model(x)
     bad = x.clone()
     bad[1, 0, 2, 3] = float("nan")
-    with pytest.raises(ValueError, match=r"outside it \(first: nan\)"):
+    with pytest.raises(ValueError, match=r"x: expected finite values, got 1 non-finite"):
         model.loss(bad, out)

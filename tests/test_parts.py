@@ -89,8 +89,11 @@ def test_conditional_labels_are_checked() -> None:
         model(x, torch.tensor([0, 1, 2]))
     with pytest.raises(TypeError, match="y: expected integer class labels"):
         model(x, torch.tensor([0.0, 1.0]))
+    bad = torch.tensor([0, 3])
     with pytest.raises(ValueError, match=r"y: expected class labels in \[0, 2\], got values in"):
-        model(x, torch.tensor([0, 3]))
+        model.loss(x, model(x, bad))  # the range is a value: checked with the step's others
+    with pytest.raises(ValueError, match=r"y: expected class labels in \[0, 2\], got values in"):
+        model.reconstruct(x, bad)
     with pytest.raises(ValueError, match="y: this model is conditional"):
         model.sample(2)
     plain = pyvae.build("mlp", **SMALL)

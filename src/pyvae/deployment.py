@@ -8,7 +8,10 @@ op of reparameterisation has no ONNX equivalent):
   in the serving code (``numpy.random.standard_normal`` for the standard normal prior) to sample.
 * ``part="encoder"``: ``x`` of shape (B, *input_shape) -> ``loc`` and ``scale`` of q(z|x) for a
   location-scale posterior (the diagonal Gaussian), or ``loc`` alone, the posterior's
-  deterministic point, for the others.
+  deterministic point (:func:`pyvae.posteriors.latent_point`), for the others.
+
+A conditional model (``num_classes``) takes a second input ``y``, the integer class labels of
+shape (B,).
 
 The batch size is dynamic: one exported file serves any B >= 1. The model is exported in eval
 mode (batch normalisation uses its running statistics; a denoising wrapper does not corrupt) and
@@ -28,17 +31,13 @@ from torch import nn
 from torch.distributions import Distribution, Independent
 
 from pyvae.models.base import BaseVAE
+from pyvae.posteriors import latent_point
 
 __all__ = ["export", "export_onnx"]
 
 Part = Literal["decoder", "encoder"]
 _PARTS = ("decoder", "encoder")
 _EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1; any other size traces a dynamic batch
-
-
-def _posterior_point(q: Distribution) -> torch.Tensor:
-    """The deterministic point of q(z|x): its mean."""
-    return q.mean
 
 
 def _loc_scale(q: Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -58,31 +57,32 @@ def _loc_scale(q: Distribution) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 class _Decoder(nn.Module):
-    """z -> the mean of p(x|z)."""
+    """z (and y) -> the mean of p(x|z)."""
 
     def __init__(self, model: BaseVAE) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.likelihood.mean(self.model.decode(z))
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        params = self.model.decode(z) if y is None else self.model.decode(z, y)
+        return self.model.likelihood.mean(params)
 
 
 class _Encoder(nn.Module):
-    """x -> {"loc": ..., "scale": ...} (location-scale posteriors) or {"loc": ...}."""
+    """x (and y) -> {"loc": ..., "scale": ...} (location-scale posteriors) or {"loc": ...}."""
 
     def __init__(self, model: BaseVAE, with_scale: bool) -> None:
         super().__init__()
         self.model = model
         self.with_scale = with_scale
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        q = self.model.encode(x)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        q = self.model.encode(x) if y is None else self.model.encode(x, y)
         if self.with_scale:
             loc_scale = _loc_scale(q)
             assert loc_scale is not None  # decided on the same model before tracing
             return {"loc": loc_scale[0], "scale": loc_scale[1]}
-        return {"loc": _posterior_point(q)}
+        return {"loc": latent_point(q)}
 
 
 @contextmanager
@@ -112,25 +112,31 @@ def _reference(model: BaseVAE) -> tuple[torch.dtype, torch.device]:
     return tensor.dtype, tensor.device
 
 
-def _wrapper(model: BaseVAE, part: Part) -> tuple[nn.Module, torch.Tensor, str, list[str]]:
-    """The module to trace for ``part`` (in eval mode), an example input, the input's name and
+def _wrapper(
+    model: BaseVAE, part: Part
+) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str]]:
+    """The module to trace for ``part`` (in eval mode), example inputs, the inputs' names and
     the output names. Call in eval mode."""
     dtype, device = _reference(model)
     wrapper: nn.Module
+    labels: tuple[torch.Tensor, ...] = ()
+    if model.num_classes is not None:
+        labels = (torch.arange(_EXAMPLE_BATCH, device=device) % model.num_classes,)
     if part == "decoder":
         example = torch.zeros(_EXAMPLE_BATCH, model.latent_dim, dtype=dtype, device=device)
-        wrapper, input_name, outputs = _Decoder(model), "z", ["mean"]
+        wrapper, names, outputs = _Decoder(model), ["z"], ["mean"]
     else:
         example = torch.full((_EXAMPLE_BATCH, *model.input_shape), 0.5, dtype=dtype, device=device)
         with torch.no_grad():
-            with_scale = _loc_scale(model.encode(example)) is not None
-        wrapper, input_name = _Encoder(model, with_scale), "x"
+            with_scale = _loc_scale(model.encode(example, *labels)) is not None
+        wrapper, names = _Encoder(model, with_scale), ["x"]
         outputs = ["loc", "scale"] if with_scale else ["loc"]
-    return wrapper.eval(), example, input_name, outputs
+    return wrapper.eval(), (example, *labels), names + ["y"] * len(labels), outputs
 
 
-def _dynamic_batch(input_name: str) -> dict[str, dict[int, torch.export.Dim]]:
-    return {input_name: {0: torch.export.Dim("batch")}}
+def _dynamic_batch(names: list[str]) -> dict[str, dict[int, torch.export.Dim]]:
+    batch = torch.export.Dim("batch")
+    return {name: {0: batch} for name in names}
 
 
 def export(model: BaseVAE, part: Part = "decoder") -> torch.export.ExportedProgram:
@@ -140,7 +146,11 @@ def export(model: BaseVAE, part: Part = "decoder") -> torch.export.ExportedProgr
     * ``part="decoder"``: input ``z`` (B, latent_dim) -> the mean of p(x|z), (B, *input_shape).
     * ``part="encoder"``: input ``x`` (B, *input_shape) -> a dict ``{"loc", "scale"}`` of
       q(z|x)'s location and scale, each (B, latent_dim), for a location-scale posterior (the
-      diagonal Gaussian); ``{"loc"}``, the posterior's mean, for other posteriors.
+      diagonal Gaussian); ``{"loc"}``, the posterior's point
+      (:func:`pyvae.posteriors.latent_point`), for other posteriors.
+
+    A conditional model's program takes the labels ``y`` (integers, shape (B,)) as a second
+    input.
 
     Traced in eval mode (the model's own mode is restored). ``program.module()(z)`` runs it;
     ``torch.export.save`` writes it to a ``.pt2`` file that ``torch.export.load`` reads without
@@ -155,9 +165,9 @@ def export(model: BaseVAE, part: Part = "decoder") -> torch.export.ExportedProgr
     """
     model = _check(model, part)
     with _eval_mode(model), torch.no_grad():
-        wrapper, example, input_name, _ = _wrapper(model, part)
+        wrapper, examples, names, _ = _wrapper(model, part)
         return torch.export.export(
-            wrapper, (example,), dynamic_shapes=_dynamic_batch(input_name), strict=False
+            wrapper, examples, dynamic_shapes=_dynamic_batch(names), strict=False
         )
 
 
@@ -174,8 +184,9 @@ def export_onnx(
     extra: ``pip install "pyvae[export]"``, i.e. onnx, onnxscript and onnxruntime). Inputs and
     outputs are named: the decoder maps ``z`` (B, latent_dim) to ``mean`` (B, *input_shape); the
     encoder maps ``x`` (B, *input_shape) to ``loc`` and ``scale`` (each (B, latent_dim)) for a
-    location-scale posterior, else to ``loc`` (the posterior's mean). The weights are stored in
-    the file itself (one file, no external data; ONNX limits such a file to 2 GiB).
+    location-scale posterior, else to ``loc`` (the posterior's point); a conditional model takes
+    ``y`` (int64 labels, (B,)) too. The weights are stored in the file itself (one file, no
+    external data; ONNX limits such a file to 2 GiB).
 
     Args:
         model: a pyvae model (trained or not).
@@ -199,13 +210,13 @@ def export_onnx(
             f'pip install "pyvae[export]"'
         ) from error
     with _eval_mode(model), torch.no_grad():
-        wrapper, example, input_name, outputs = _wrapper(model, part)
+        wrapper, examples, names, outputs = _wrapper(model, part)
         onnx_program = torch.onnx.export(
             wrapper,
-            (example,),
-            input_names=[input_name],
+            examples,
+            input_names=names,
             output_names=outputs,
-            dynamic_shapes=_dynamic_batch(input_name),
+            dynamic_shapes=_dynamic_batch(names),
             opset_version=opset_version,
             verbose=False,
             dynamo=True,

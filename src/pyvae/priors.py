@@ -24,9 +24,10 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Distribution, MixtureSameFamily
 
 from pyvae.config import Configurable, check_positive_int, check_positive_ints
+from pyvae.kl import DiagonalNormal, StandardNormal
 from pyvae.registry import Registry
 
 __all__ = [
@@ -120,11 +121,12 @@ class StandardNormalPrior(Prior):
         self.register_buffer("scale", torch.ones(self.latent_dim), persistent=False)
 
     def forward(self) -> Distribution:
-        return Independent(Normal(self.loc, self.scale, validate_args=False), 1)
+        """N(0, I) as a :class:`pyvae.kl.StandardNormal` (the fused closed-form KL's type)."""
+        return StandardNormal(self.loc, self.scale)
 
 
 def _diagonal_normal(loc: torch.Tensor, log_scale: torch.Tensor) -> Distribution:
-    return Independent(Normal(loc, log_scale.exp(), validate_args=False), 1, validate_args=False)
+    return DiagonalNormal(loc, log_scale.exp(), log_scale=log_scale)
 
 
 @register_prior("learned_normal")

@@ -3,20 +3,37 @@
 Structural checks (shape, dtype, device) are always on: they cost no GPU synchronisation. Value
 checks (NaN, values outside a likelihood's support) read data back from the device, so, in the
 spirit of ``torch.distributions.Distribution.set_default_validate_args``, they can be switched off
-with :func:`set_validate_args`; they are skipped inside ``torch.compile`` (a data-dependent branch
+with :func:`set_validate_args` (globally) or per model (``model.validate_args = False``; ``None``
+follows the global switch); they are skipped inside ``torch.compile`` (a data-dependent branch
 would break the graph).
+
+A training step reads values back at most once: :meth:`pyvae.BaseVAE.loss` gathers the minimum
+and maximum of ``x`` (finiteness, the likelihood's support), of the labels, and the loss itself,
+and reads them together with :func:`read_values`; components skip their own checks meanwhile
+(:func:`deferred_checks`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
-__all__ = ["check_finite", "check_tensor", "set_validate_args", "validate_args_enabled"]
+__all__ = [
+    "check_finite",
+    "check_tensor",
+    "deferred_checks",
+    "read_values",
+    "set_validate_args",
+    "support_interval",
+    "validate_args_enabled",
+]
 
 _VALIDATE_ARGS = True
+_DEFERRED: ContextVar[bool] = ContextVar("pyvae_deferred_checks", default=False)
 
 
 def set_validate_args(value: bool) -> None:
@@ -27,9 +44,32 @@ def set_validate_args(value: bool) -> None:
     _VALIDATE_ARGS = value
 
 
-def validate_args_enabled() -> bool:
-    """Whether value checks run now (on, and not inside ``torch.compile`` tracing)."""
-    return _VALIDATE_ARGS and not torch.compiler.is_compiling()
+def validate_args_enabled(setting: bool | None = None) -> bool:
+    """Whether value checks run now: ``setting`` (a model's own ``validate_args``) or, when it is
+    ``None``, the global switch; never inside ``torch.compile`` tracing or :func:`deferred_checks`.
+    """
+    if torch.compiler.is_compiling() or _DEFERRED.get():
+        return False
+    return _VALIDATE_ARGS if setting is None else setting
+
+
+@contextmanager
+def deferred_checks() -> Iterator[None]:
+    """Inside the block, :func:`validate_args_enabled` is false: components skip their own value
+    checks because the caller checks the same values afterwards, in one read (as
+    :meth:`pyvae.BaseVAE.loss` does)."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def read_values(*values: torch.Tensor) -> list[float]:
+    """Scalar tensors (any dtypes, one device) as Python floats, read back to the host together:
+    one synchronisation however many values (float64, float32 on MPS, which has no float64)."""
+    dtype = torch.float32 if values[0].device.type == "mps" else torch.float64
+    return torch.stack([v.detach().reshape(()).to(dtype) for v in values]).tolist()
 
 
 def format_shape(shape: Sequence[int | str]) -> str:
@@ -94,6 +134,23 @@ def check_tensor(
     return value
 
 
+def support_interval(support: object) -> tuple[float, float] | None:
+    """``(lower, upper)`` of a ``torch.distributions`` constraint that is the real line or an
+    interval (open ends as infinities), else ``None``."""
+    from torch.distributions import constraints
+
+    if support is constraints.real:
+        return -math.inf, math.inf
+    lower = getattr(support, "lower_bound", None)
+    upper = getattr(support, "upper_bound", None)
+    if lower is None and upper is None:
+        return None
+    return (
+        -math.inf if lower is None else float(lower),
+        math.inf if upper is None else float(upper),
+    )
+
+
 def in_range(value: torch.Tensor, lower: float = -math.inf, upper: float = math.inf) -> bool:
     """Whether every value is finite and within [lower, upper]: one ``aminmax`` pass and one read
     back to the host (NaN propagates through the minimum and maximum)."""
@@ -103,9 +160,10 @@ def in_range(value: torch.Tensor, lower: float = -math.inf, upper: float = math.
     return bool(math.isfinite(low) and math.isfinite(high) and lower <= low and high <= upper)
 
 
-def check_finite(name: str, value: torch.Tensor) -> None:
-    """Raise ``ValueError`` if ``value`` holds NaN or infinity (only when value checks run)."""
-    if validate_args_enabled() and not in_range(value):
+def check_finite(name: str, value: torch.Tensor, *, setting: bool | None = None) -> None:
+    """Raise ``ValueError`` if ``value`` holds NaN or infinity (only when value checks run; see
+    :func:`validate_args_enabled` for ``setting``)."""
+    if validate_args_enabled(setting) and not in_range(value):
         bad = value[~torch.isfinite(value)]
         raise ValueError(
             f"{name}: expected finite values, got {bad.numel()} non-finite "

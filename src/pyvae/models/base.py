@@ -27,8 +27,11 @@ from pyvae.registry import Registry
 from pyvae.validation import (
     check_finite,
     check_tensor,
+    deferred_checks,
     format_shape,
     in_range,
+    read_values,
+    support_interval,
     validate_args_enabled,
 )
 
@@ -76,6 +79,7 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
     likelihood: Likelihood
     prior: Prior | None
     objective: Objective
+    _validate_args: bool | None = None
 
     def __init__(
         self,
@@ -174,6 +178,28 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             )
         return head
 
+    # -- value checks ----------------------------------------------------------------------------
+    @property
+    def validate_args(self) -> bool | None:
+        """This model's value checks: ``True`` (on), ``False`` (off) or ``None`` (the default:
+        follow the global :func:`pyvae.set_validate_args`). Not part of the config: a run-time
+        setting, like ``model.train()``."""
+        return self._validate_args
+
+    @validate_args.setter
+    def validate_args(self, value: bool | None) -> None:
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"validate_args: expected True, False or None, got {value!r}")
+        self._validate_args = value
+
+    def value_checks(self) -> bool:
+        """Whether this model's value checks run now: its :attr:`validate_args`, or the global
+        switch when that is ``None``; never inside ``torch.compile``."""
+        return validate_args_enabled(self._validation_setting())
+
+    def _validation_setting(self) -> bool | None:
+        return self.validate_args
+
     # -- what a concrete model defines -------------------------------------------------------
     @abc.abstractmethod
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
@@ -203,11 +229,12 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
         one_hot = (y.unsqueeze(-1) == classes).to(h.dtype)
         return torch.cat([h, one_hot.expand(*h.shape[:-1], self.num_classes)], dim=-1)
 
-    def check_labels(self, y: object, batch: int) -> torch.Tensor | None:
+    def check_labels(self, y: object, batch: int, *, values: bool = True) -> torch.Tensor | None:
         """Raise a clear error unless ``y`` fits the model: ``None`` for an unconditional model;
         integer labels of shape (batch,) in ``[0, num_classes)``, on the model's device, for a
-        conditional one (the range check is a value check, see
-        :func:`pyvae.set_validate_args`)."""
+        conditional one (the range check is a value check, see :meth:`value_checks`; skipped
+        with ``values=False``, as ``forward`` does: :meth:`loss` checks the labels' range with
+        the step's other values)."""
         if self.num_classes is None:
             if y is not None:
                 raise ValueError(
@@ -242,13 +269,15 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
                 f"y: expected a tensor on {reference.device} (the model's device), got one on "
                 f"{y.device}"
             )
-        if validate_args_enabled() and not in_range(y, 0, self.num_classes - 1):
-            low, high = int(y.min()), int(y.max())
-            raise ValueError(
-                f"y: expected class labels in [0, {self.num_classes - 1}], got values in "
-                f"[{low}, {high}]"
-            )
+        if values and self.value_checks() and not in_range(y, 0, self.num_classes - 1):
+            self._labels_out_of_range(int(y.min()), int(y.max()))
         return y
+
+    def _labels_out_of_range(self, low: float, high: float) -> None:
+        raise ValueError(
+            f"y: expected class labels in [0, {(self.num_classes or 0) - 1}], got values in "
+            f"[{low:g}, {high:g}]"
+        )
 
     def _encode(self, x: torch.Tensor, y: torch.Tensor | None) -> Distribution:
         return self.encode(x) if y is None else self.encode(x, y)
@@ -265,12 +294,17 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> VAEOutput:
         """Encode, sample z with the reparameterisation trick, decode.
 
+        ``forward`` checks the structure of x and y (shape, dtype, device), which costs no read
+        from the device; their values (finite, in the likelihood's support, labels in range) are
+        checked by :meth:`loss`, together with the loss, in one read per training step.
+        :meth:`reconstruct` and :meth:`check_input` check values themselves.
+
         Args:
             x: inputs of shape (B, *input_shape), floating point, on the model's device.
             y: class labels of shape (B,) for a conditional model; ``None`` otherwise.
         """
-        self.check_input(x)
-        y = self.check_labels(y, x.shape[0])
+        self._check_structure(x)
+        y = self.check_labels(y, x.shape[0], values=False)
         with _batch_norm_errors():
             posterior = self._encode(x, y)
             z = self.reparameterize(posterior)
@@ -337,20 +371,46 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             kl_method: ``"auto"`` (closed form when torch.distributions has one),
                 ``"closed_form"`` or ``"monte_carlo"`` (from the sample ``out.z``).
         """
-        # forward checked x's values; the likelihood's support check sees NaN too
         self._check_structure(x)
         self._check_output(x, out)
         if beta is not None:
             check_weight("beta", beta)
-        terms = self.objective(self, x, out, beta=beta, kl_method=kl_method)
-        if validate_args_enabled() and not bool(torch.isfinite(terms.loss)):
+        if torch.compiler.is_compiling():  # no checks in a graph
+            return self.objective(self, x, out, beta=beta, kl_method=kl_method)
+        with deferred_checks():  # the components' own checks: done below, in one read
+            terms = self.objective(self, x, out, beta=beta, kl_method=kl_method)
+        if self.value_checks():
+            self._check_step(x, out.y, terms)
+        return terms
+
+    def _check_step(self, x: torch.Tensor, y: torch.Tensor | None, terms: LossTerms) -> None:
+        """The value checks of a training step with one read back to the host: x finite and in
+        the likelihood's support, the labels in range, the loss finite. The detailed checks that
+        word an error run only once something is wrong."""
+        values = [terms.loss]
+        if x.numel():
+            values += torch.aminmax(x.detach())
+        if y is not None and y.numel():
+            values += torch.aminmax(y)
+        read = read_values(*values)
+        if x.numel():
+            low, high = read[1], read[2]
+            if not (math.isfinite(low) and math.isfinite(high)):
+                check_finite("x", x, setting=True)
+            interval = support_interval(self.likelihood.support)
+            if interval is None or not interval[0] <= low <= high <= interval[1]:
+                self.likelihood.check_support(x)  # words the error (or checks another support)
+        if y is not None and y.numel():
+            y_low, y_high = read[-2], read[-1]
+            if not 0 <= y_low <= y_high <= (self.num_classes or 0) - 1:
+                self._labels_out_of_range(y_low, y_high)
+        if not math.isfinite(read[0]):
             term = "recon (-log p(x|z))" if not bool(torch.isfinite(terms.recon).all()) else "kl"
             raise FloatingPointError(
                 f"the loss is not finite: its first non-finite term is {term}; check the "
                 f"learning rate and the inputs, or switch checks off with "
-                f"pyvae.set_validate_args(False)"
+                f"model.validate_args = False or pyvae.set_validate_args(False)"
             )
-        return terms
 
     @torch.no_grad()
     def sample(
@@ -430,10 +490,10 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error if x is not a finite float tensor of shape (B, *input_shape) with
-        the model's dtype, on the model's device (the finiteness check can be switched off with
-        :func:`pyvae.set_validate_args`)."""
+        the model's dtype, on the model's device (the finiteness check is a value check: see
+        :meth:`value_checks`)."""
         self._check_structure(x)
-        check_finite("x", x)
+        check_finite("x", x, setting=self._validation_setting())
 
     def _reference_tensor(self) -> torch.Tensor | None:
         return next(self.parameters(), None)
@@ -547,6 +607,10 @@ class VAEWrapper(BaseVAE):
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone's p(x|z) parameters."""
         return self.backbone._decode(z, y)
+
+    def _validation_setting(self) -> bool | None:
+        """The wrapper's own ``validate_args``, else the backbone's (then the global switch)."""
+        return self.validate_args if self.validate_args is not None else self.backbone.validate_args
 
     def prior_distribution(self) -> Distribution:
         """The backbone's p(z) (a VampPrior encodes its pseudo-inputs with the backbone)."""

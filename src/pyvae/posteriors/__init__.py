@@ -20,15 +20,10 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from torch.distributions import (
-    Distribution,
-    Independent,
-    Normal,
-    TransformedDistribution,
-    constraints,
-)
+from torch.distributions import Distribution, TransformedDistribution, constraints
 
 from pyvae.config import Configurable, check_positive_int
+from pyvae.kl import DiagonalNormal
 from pyvae.registry import Registry
 
 __all__ = [
@@ -92,10 +87,11 @@ class DiagonalGaussianHead(PosteriorHead):
         self.linear = nn.Linear(in_features, 2 * latent_dim)
 
     def forward(self, h: torch.Tensor) -> Distribution:
-        """An ``Independent(Normal(loc, scale), 1)``: batch shape (B,), event (latent_dim,)."""
+        """A :class:`pyvae.kl.DiagonalNormal` (an ``Independent(Normal(loc, scale), 1)`` that
+        keeps its log-scale for the KL): batch shape (B,), event (latent_dim,)."""
         loc, log_var = self.linear(h).chunk(2, dim=-1)
-        scale = torch.exp(0.5 * log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX))
-        return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+        log_scale = 0.5 * log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)
+        return DiagonalNormal(loc, log_scale.exp(), log_scale=log_scale)
 
 
 class PointMass(Distribution):
