@@ -54,7 +54,12 @@ def _feed(session: ort.InferenceSession, inputs: tuple[torch.Tensor, ...]) -> di
 def _models() -> list[tuple[str, dict[str, Any]]]:
     """Every registered model, every posterior family on the mlp, and a conditional model."""
     cases: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in pyvae.list_models()]
-    cases += [("mlp", {"posterior": p}) for p in pyvae.list_posteriors() if p != "gaussian"]
+    for p in pyvae.list_posteriors():
+        if p != "gaussian":  # a point mass trains with the autoencoder's objective
+            deterministic = pyvae.POSTERIORS.get(p).deterministic
+            cases.append(
+                ("mlp", {"posterior": p, **({"objective": "ae"} if deterministic else {})})
+            )
     cases += [("conv", {"num_classes": 3})]
     return cases
 
