@@ -678,3 +678,18 @@ def test_every_posterior_and_objective_loads_through_the_meta_device(
     state = model.state_dict()
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_a_sampler_config_cannot_build_without_bound(tmp_path: Path) -> None:
+    from pyvae import samplers
+
+    model = pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8])
+    header = {
+        "format": "pyvae-sampler",
+        "format_version": "1",
+        "latent_dim": "2",
+        "config": json.dumps({"name": "two_stage", "hidden_dims": [1] * 100_000}),
+    }
+    save_file({"shift": torch.zeros(2)}, tmp_path / "s.safetensors", metadata=header)
+    with pytest.raises(samplers.SamplerError, match="builds more than 1032 modules"):
+        samplers.load(tmp_path / "s.safetensors", model)

@@ -280,6 +280,7 @@ def load(path: str | os.PathLike[str], model: BaseVAE) -> LatentSampler:
 
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
+            n_tensors = len(handle.keys())
     except (SafetensorError, OSError) as exc:
         raise SamplerError(f"{path}: not a readable safetensors file ({exc})") from exc
     if header.get("format") != FORMAT:
@@ -312,7 +313,13 @@ def load(path: str | os.PathLike[str], model: BaseVAE) -> LatentSampler:
         sampler = SAMPLERS.build({**config, "model": model})
     except (ConfigError, TypeError, ValueError) as exc:
         raise SamplerError(f"{path}: the sampler config cannot be built: {exc}") from exc
-    expected = sampler.expected_shapes()
+    from pyvae.checkpoint import CheckpointError, _registration_budget
+
+    try:
+        with _registration_budget(path, n_tensors):  # a number in the config builds no more
+            expected = sampler.expected_shapes()
+    except CheckpointError as exc:
+        raise SamplerError(str(exc)) from None
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
