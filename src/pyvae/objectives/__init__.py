@@ -150,5 +150,5 @@ class AutoencoderObjective(Objective):
 
 
 # the objectives of their own modules register on import (after the base class exists)
-from pyvae.objectives import beta_tc, iwae, mmd  # noqa: E402, F401
+from pyvae.objectives import beta_tc, iwae, mmd, vq  # noqa: E402, F401
 from pyvae.objectives.elbo import ELBO  # noqa: E402
