@@ -41,7 +41,8 @@ def _reference(
 
 
 def _inputs(model: pyvae.BaseVAE, part: str, batch: int) -> tuple[torch.Tensor, ...]:
-    first = torch.randn(batch, LATENT) if part == "decoder" else torch.rand(batch, *SHAPE)
+    # z is (B, model.latent_dim): for a VQ-VAE the flattened grid, not its code size LATENT
+    first = torch.randn(batch, model.latent_dim) if part == "decoder" else torch.rand(batch, *SHAPE)
     if model.num_classes is None:
         return (first,)
     return first, torch.arange(batch) % model.num_classes
