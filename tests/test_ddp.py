@@ -65,6 +65,7 @@ TINY: dict[str, dict[str, Any]] = {
         "ladder_dim": 8,
         "batch_norm": True,
     },
+    "vqvae": {"input_shape": SHAPE, "latent_dim": 3, "codebook_size": 8, "channels": (4, 4)},
 }
 PRIOR_CONFIG: dict[str, dict[str, Any]] = {"vamp": {"n_components": 3}, "mog": {"n_components": 3}}
 

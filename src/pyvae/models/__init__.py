@@ -1,5 +1,5 @@
-"""The models. Importing this package registers ``mlp``, ``conv``, ``ae``, ``denoising`` and
-``ladder``."""
+"""The models. Importing this package registers ``mlp``, ``conv``, ``ae``, ``denoising``,
+``ladder`` and ``vqvae``."""
 
 from pyvae.models.base import MODELS, BaseVAE, VAEWrapper, register_model
 from pyvae.models.conv import ConvVAE
@@ -14,11 +14,13 @@ from pyvae.models.denoising import (
 )
 from pyvae.models.ladder import LadderVAE
 from pyvae.models.mlp import MLPVAE, Autoencoder
+from pyvae.models.vqvae import VQVAE
 
 __all__ = [
     "CORRUPTIONS",
     "MLPVAE",
     "MODELS",
+    "VQVAE",
     "Autoencoder",
     "BaseVAE",
     "ConvVAE",
