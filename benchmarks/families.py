@@ -12,7 +12,13 @@ binarised once (seeded), it reports per row the median over seeds of
   only figure a deterministic autoencoder has);
 * ``IW-NLL``: ``-log p(x)`` by importance sampling with k = 1000 (``pyvae.log_likelihood``);
 * seconds per training epoch, wall clock and this process's CPU time (with one thread the CPU
-  time moves less with the machine's load than the wall clock does).
+  time moves less with the machine's load than the wall clock does);
+* family-specific figures (a row's ``extras``), in a second table: the VQ-VAE's codebook
+  perplexity, the Ladder VAE's KL per layer, and for ``ae`` and ``vqvae`` a sample-quality proxy
+  with and without a fitted latent sampler: the mean Euclidean distance (pixel space) from each of
+  500 generated images (likelihood means) to its nearest evaluation image, lower is closer to the
+  data. The proxy is crude (it rewards blurry means and cannot see a lack of diversity), but it
+  needs no extra network and separates samples that look like digits from ones that do not.
 
     OMP_NUM_THREADS=1 python benchmarks/families.py                     # the full protocol
     OMP_NUM_THREADS=1 python benchmarks/families.py --seeds 0 --nll-limit 250   # a cheaper run
@@ -60,6 +66,77 @@ class Row:
     requires: tuple[str, ...] = field(default_factory=tuple)  # "model:x", "objective:y", ...
     conditional: bool = False  # trained and scored with the digit labels
     deterministic: bool = False  # no density: recon only, no -ELBO / IW-NLL
+    # family-specific figures: (model, splits, evaluation images, seed) -> {name: value}
+    extras: Callable[[pyvae.BaseVAE, DataSplits, torch.Tensor, int], dict[str, float]] | None = None
+
+
+N_SAMPLES = 500  # generated images scored by the sample-quality proxy
+
+
+def nearest_distance(samples: torch.Tensor, reference: torch.Tensor) -> float:
+    """The sample-quality proxy: mean Euclidean distance from each sample to its nearest
+    reference image (pixel space); lower is closer to the data."""
+    return float(torch.cdist(samples.flatten(1), reference.flatten(1)).min(1).values.mean())
+
+
+def ae_extras(
+    model: pyvae.BaseVAE, splits: DataSplits, x: torch.Tensor, seed: int
+) -> dict[str, float]:
+    """``ae``: decoded N(0, I) codes against a 10-component GMM fitted to the training codes."""
+    from pyvae.samplers import GaussianMixtureSampler
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        z = torch.randn(N_SAMPLES, model.latent_dim, generator=g)
+        standard = model.likelihood.mean(model.decode(z))
+    sampler = GaussianMixtureSampler(model, n_components=10, seed=seed).fit(splits.train.images)
+    fitted = sampler.sample(N_SAMPLES, generator=g)
+    return {
+        "sample NN distance, N(0, I) codes": nearest_distance(standard, x),
+        "sample NN distance, GMM sampler": nearest_distance(fitted, x),
+    }
+
+
+def vqvae_extras(
+    model: pyvae.BaseVAE, splits: DataSplits, x: torch.Tensor, seed: int
+) -> dict[str, float]:
+    """``vqvae``: codebook perplexity on the evaluation split; samples from uniformly drawn codes
+    (the prior the training assumes) against the fitted per-position categorical prior."""
+    from pyvae.models.vqvae import codebook_perplexity
+
+    assert isinstance(model, pyvae.VQVAE)
+    indices = torch.cat([model.code_indices(x[i : i + 500]) for i in range(0, len(x), 500)])
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        positions = model.grid[0] * model.grid[1]
+        uniform = torch.randint(0, model.codebook_size, (N_SAMPLES, positions), generator=g)
+        z = model.codebook[uniform].transpose(1, 2).reshape(N_SAMPLES, -1)
+        standard = model.likelihood.mean(model.decode(z))
+    model.fit_prior(splits.train.images)
+    fitted = model.sample(N_SAMPLES, generator=g)
+    return {
+        "codebook perplexity (of 64)": float(codebook_perplexity(indices, model.codebook_size)),
+        "sample NN distance, uniform codes": nearest_distance(standard, x),
+        "sample NN distance, fitted code prior": nearest_distance(fitted, x),
+    }
+
+
+def ladder_extras(
+    model: pyvae.BaseVAE, splits: DataSplits, x: torch.Tensor, seed: int
+) -> dict[str, float]:
+    """``ladder``: the KL of each stochastic layer (nats, mean over the evaluation split)."""
+    with torch.no_grad():
+        layers = torch.cat(
+            [
+                model.loss(x[i : i + 500], model(x[i : i + 500])).kl_layers
+                for i in range(0, len(x), 500)
+            ]
+        ).mean(0)
+    dims = getattr(model, "latent_dims", ())
+    return {
+        f"KL layer {i + 1} (d={d})": float(v)
+        for i, (v, d) in enumerate(zip(layers, dims, strict=True))
+    }
 
 
 ROWS: dict[str, Row] = {
@@ -102,9 +179,12 @@ ROWS: dict[str, Row] = {
         "autoencoder (ae)",
         {"name": "ae", "latent_dim": LATENT, "hidden_dims": [512, 256]},
         deterministic=True,
+        extras=ae_extras,
     ),
-    "vqvae": Row("VQ-VAE", {"name": "vqvae"}, ("model:vqvae",), deterministic=True),
-    "ladder": Row("Ladder VAE", {"name": "ladder"}, ("model:ladder",)),
+    "vqvae": Row(
+        "VQ-VAE", {"name": "vqvae"}, ("model:vqvae",), deterministic=True, extras=vqvae_extras
+    ),
+    "ladder": Row("Ladder VAE", {"name": "ladder"}, ("model:ladder",), extras=ladder_extras),
 }
 
 
@@ -172,6 +252,10 @@ def train_and_score(
             out = model(xb, yb) if yb is not None else model(xb)
             recon.append(model.reconstruction_term(xb, out))
         result["recon"] = float(torch.cat(recon).mean())
+    if row.extras is not None:
+        torch.manual_seed(20_000 + seed)
+        result["extras"] = row.extras(model, splits, x, seed)
+    with torch.no_grad():
         if row.deterministic:
             return result
         result["neg_elbo"] = float(-pyvae.evaluation.elbo(model, x, y=y).mean())
@@ -183,10 +267,15 @@ def train_and_score(
 def summarise(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     """The median over seeds of each figure."""
     keys = ("neg_elbo", "recon", "nll", "seconds_per_epoch", "cpu_seconds_per_epoch")
-    return {
+    median: dict[str, Any] = {
         key: statistics.median(r[key] for r in runs) if all(key in r for r in runs) else None
         for key in keys
     }
+    if all("extras" in r for r in runs):
+        median["extras"] = {
+            name: statistics.median(r["extras"][name] for r in runs) for name in runs[0]["extras"]
+        }
+    return median
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -211,6 +300,15 @@ def table_row(key: str, entry: dict[str, Any]) -> str:
     )
 
 
+EXTRAS_HEADER = ["| family | figure | median |", "| --- | --- | --- |"]
+
+
+def extras_rows(key: str, entry: dict[str, Any]) -> list[str]:
+    """The family-specific figures of a row (none for most rows)."""
+    extras = entry.get("median", {}).get("extras") or {}
+    return [f"| {entry['label']} | {name} | {value:.2f} |" for name, value in extras.items()]
+
+
 def table(results: dict[str, Any]) -> str:
     p = results["protocol"]
     lines = [
@@ -227,17 +325,38 @@ def table(results: dict[str, Any]) -> str:
         *HEADER,
         *(table_row(key, entry) for key, entry in results["rows"].items()),
     ]
+    extras = [line for key, entry in results["rows"].items() for line in extras_rows(key, entry)]
+    if extras:
+        lines += ["", "Family-specific figures (median over the same seeds):", "", *EXTRAS_HEADER]
+        lines += extras
     return "\n".join(lines)
 
 
-def write_page(results: dict[str, Any], path: Path) -> None:
-    """Replace the table between the ``<!-- family-table -->`` markers of ``path`` and each
-    family's row between its ``<!-- family-row:KEY -->`` markers."""
+def write_page(results: dict[str, Any], path: Path, *, rows_only: bool = False) -> None:
+    """Replace the table between the ``<!-- family-table -->`` markers of ``path`` (unless
+    ``rows_only``: a run of some rows leaves the full table alone) and each family's row between
+    its ``<!-- family-row:KEY -->`` markers (with its family-specific figures)."""
     text = path.read_text(encoding="utf-8")
-    text = _replace(text, "family-table", table(results))
+    if not rows_only:
+        text = _replace(text, "family-table", table(results))
     for key, entry in results["rows"].items():
-        text = _replace(text, f"family-row:{key}", "\n".join([*HEADER, table_row(key, entry)]))
+        body = [*HEADER, table_row(key, entry)]
+        extras = extras_rows(key, entry)
+        if extras:
+            body += ["", *EXTRAS_HEADER, *extras]
+        if rows_only:
+            body += ["", _provenance(results)]
+        text = _replace(text, f"family-row:{key}", "\n".join(body))
     path.write_text(text, encoding="utf-8")
+
+
+def _provenance(results: dict[str, Any]) -> str:
+    p = results["protocol"]
+    return (
+        f"Measured {results['finished']} with `{results['command']}` (seeds "
+        f"{', '.join(map(str, p['seeds']))}, median; IW-NLL on {p['nll_examples']} images; load "
+        f"average {results['load_at_start']} at the start, {results['load_at_end']} at the end)."
+    )
 
 
 def _replace(text: str, marker: str, body: str) -> str:
@@ -258,6 +377,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "families.json")
     parser.add_argument("--page", default=str(DOCS_PAGE), help="docs page, or 'none'")
     parser.add_argument("--quick", action="store_true", help="a pipeline check, not the numbers")
+    parser.add_argument(
+        "--rows-only", action="store_true", help="write only the rows' own sections of the page"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     splits = read_mnist_folder(args.data, eval_size=2000)
@@ -330,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, allow_nan=False), encoding="utf-8")
         if args.page != "none":
-            write_page(results, Path(args.page))
+            write_page(results, Path(args.page), rows_only=args.rows_only)
     print(table(results))
     return results
 
