@@ -266,3 +266,20 @@ def test_conditional_model_uses_the_labels() -> None:
     assert other.nll != a.nll  # the labels reach the encoder and the decoder
     exact = -pyvae.log_likelihood(model, x, y=y, k=2000).mean().item()
     assert a.nll == pytest.approx(exact, abs=0.05)
+
+
+def test_point_mass_posterior_with_a_prior_says_what_is_undefined() -> None:
+    torch.manual_seed(0)
+    model = pyvae.build(
+        "mlp",
+        input_shape=(1, 4, 4),
+        latent_dim=2,
+        hidden_dims=(8,),
+        posterior="point",
+        objective="ae",
+    )
+    report = evaluate(model, torch.rand(40, 1, 4, 4).round(), k=5, batch_size=8)
+    assert report.recon is not None and report.active_units is not None
+    assert report.kl is None and report.nll is None and report.mutual_information is None
+    assert len(report.notes) == len(set(report.notes)) == 4  # each said once, not per batch
+    assert all("point-mass" in n or "KL per dimension" in n for n in report.notes)

@@ -28,7 +28,9 @@ Definitions (all in nats, per example, averaged over the data unless said otherw
 * ``mutual_information``: ``I(x; z)`` under ``q(x, z) = p_data(x) q(z|x)``,
   ``E_x E_q[log q(z|x)] - E_q(z)[log q(z)]``, with the aggregate posterior
   ``q(z) = (1/M) sum_m q(z|x_m)`` over M examples (Hoffman and Johnson, 2016; the estimator of
-  He et al., 2019). It costs M^2 posterior evaluations, so it uses the first ``mi_examples``.
+  He et al., 2019). It costs M^2 posterior evaluations, so it uses the first ``mi_examples``;
+  it is at most ``log M``, and one sample per example makes it noisy: near ``I = 0`` it can come
+  out slightly negative.
 """
 
 from __future__ import annotations
@@ -442,7 +444,7 @@ def _evaluate(
             point_sum = point.sum(0) if point_sum is None else point_sum + point.sum(0)
             sq = (point * point).sum(0)
             point_squares = sq if point_squares is None else point_squares + sq
-            if prior is not None:
+            if prior is not None and defined["kl"]:
                 try:
                     kl.add(_kl(model, out, prior))
                 except NotImplementedError as exc:
