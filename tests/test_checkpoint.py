@@ -408,3 +408,22 @@ def test_a_number_that_builds_many_modules_is_refused_during_the_meta_build(tmp_
         pyvae.load(path)
     # the hooks are gone afterwards: building big models is not limited outside load
     assert pyvae.build("mlp", input_shape=[4], posterior={"name": "iaf", "n_steps": 300})
+
+
+def test_the_registration_budget_counts_only_the_loading_thread(tmp_path: Path) -> None:
+    import threading
+
+    from pyvae.checkpoint import MODULE_SLACK, _registration_budget
+
+    built: list[int] = []
+
+    def other_thread() -> None:  # registrations elsewhere neither count nor fail
+        built.append(len(torch.nn.Sequential(*[torch.nn.ReLU() for _ in range(2 * MODULE_SLACK)])))
+
+    with pytest.raises(CheckpointError, match="builds more than 1024 modules"):
+        with _registration_budget(tmp_path / "x", 0):
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+            assert built == [2 * MODULE_SLACK]
+            torch.nn.Sequential(*[torch.nn.ReLU() for _ in range(2 * MODULE_SLACK)])

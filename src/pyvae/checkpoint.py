@@ -25,6 +25,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -531,9 +532,12 @@ def _registration_budget(path: Path, n_tensors: int) -> Iterator[None]:
 
     limit = MODULE_SLACK + 8 * n_tensors
     count = 0
+    owner = threading.get_ident()  # the hooks are global: count this thread's build only
 
     def hook(*args: Any) -> None:
         nonlocal count
+        if threading.get_ident() != owner:
+            return
         count += 1
         if count > limit:
             raise _TooManyParts
