@@ -427,3 +427,19 @@ def test_the_registration_budget_counts_only_the_loading_thread(tmp_path: Path) 
             thread.join()
             assert built == [2 * MODULE_SLACK]
             torch.nn.Sequential(*[torch.nn.ReLU() for _ in range(2 * MODULE_SLACK)])
+
+
+def test_out_of_memory_while_loading_is_a_checkpoint_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _tiny().save(tmp_path / "m.safetensors")
+
+    def no_memory(self: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB")
+
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", no_memory)
+    with pytest.raises(CheckpointError, match="out of memory while loading on cpu"):
+        pyvae.load(path)
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # other errors are not disguised
+        pyvae.load(path)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pyvae.config import ConfigError
-from pyvae.registry import UnknownNameError
+from pyvae.registry import UnknownNameError, _out_of_memory
 
 if TYPE_CHECKING:
     from pyvae.models.base import BaseVAE
@@ -513,9 +513,12 @@ def load(
         raise CheckpointError(
             f"{resolved}: out of memory or overflow while loading ({type(exc).__name__}: {exc})"
         ) from None
-    except torch.OutOfMemoryError as exc:
+    except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's failure
+        if not _out_of_memory(exc):
+            raise
         raise CheckpointError(
-            f"{resolved}: out of memory while loading on {device} ({exc})"
+            f"{resolved}: out of memory while loading on {device} "
+            f"({str(exc).splitlines()[0][:200]})"
         ) from None
 
 
