@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -334,3 +335,21 @@ def test_autoencoder_and_conditional_runs(tmp_path: Path) -> None:
     evaluation = json.loads((tmp_path / "cvae" / "evaluation.json").read_text())
     assert evaluation["nll"] > 0 and evaluation["n"] == 16
     assert main(["eval", str(tmp_path / "cvae"), "--k", "2", "--no-save"]) == 0
+
+
+def test_sample_through_a_fitted_sampler(
+    demo_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--sampler gmm`` fits a Gaussian mixture to the run's training digits, saves it beside
+    the checkpoint, and the saved file gives the same grid again."""
+    run = tmp_path / "run"
+    shutil.copytree(demo_run[0], run)  # the shared demo folder keeps its exact file list
+    a, b = str(tmp_path / "a.png"), str(tmp_path / "b.png")
+    assert main(["sample", str(run), "-n", "9", "--sampler", "gmm", "--out", a]) == 0
+    assert "fitted the gmm sampler to" in capsys.readouterr().out
+    saved = run / "sampler_gmm.safetensors"
+    assert saved.is_file()
+    assert main(["sample", str(run), "-n", "9", "--sampler", str(saved), "--out", b]) == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    code, err = _error(["sample", str(run), "--sampler", "nope"], capsys)
+    assert code != 0 and "--sampler: expected a sampler name (gmm, two_stage)" in err

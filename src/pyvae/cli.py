@@ -339,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="the PNG to write (default RUN/samples_N.png)")
     p.add_argument("--seed", type=int, default=0, help="default %(default)s")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="draw codes from a latent sampler instead of p(z): a sampler name (gmm, two_stage; "
+        "fitted to the run's training data and saved as RUN/sampler_NAME.safetensors) or a saved "
+        "sampler file",
+    )
     p.set_defaults(func=_cmd_sample)
 
     from pyvae.app import add_parser as add_playground_parser  # imports no Streamlit
@@ -976,14 +983,52 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             f"-n {args.n}: {args.n} samples of shape {tuple(model.input_shape)} are {values} "
             f"values, more than {_MAX_SAMPLE_VALUES}; ask for fewer samples"
         )
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    grid = sample_grid(model, args.n, generator=generator)
     out = Path(args.out) if args.out else info.path.parent / f"samples_{args.n}.png"
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise UsageError(f"--out: expected a .png or .jpg file, got {out}")
-    save_grid(grid, out)
+    if args.sampler is None:
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+        save_grid(sample_grid(model, args.n, generator=generator), out)
+    else:
+        sampler = _fitted_sampler(args.sampler, model, info)
+        save_grid(sampler.sample(args.n, generator=torch.Generator().manual_seed(args.seed)), out)
     print(f"wrote {args.n} samples to {out}")
     return 0
+
+
+def _fitted_sampler(spec: str, model: Any, info: Any) -> Any:
+    """``--sampler``: a saved sampler file, or a registered sampler fitted to the run's training
+    data (as recorded in the checkpoint) and saved beside it."""
+    import pyvae.samplers
+    from pyvae.data import load_dataset
+
+    if spec.endswith(".safetensors"):
+        return pyvae.samplers.load(spec, model)
+    if spec not in pyvae.samplers.list_samplers():
+        raise UsageError(
+            f"--sampler: expected a sampler name ({', '.join(pyvae.samplers.list_samplers())}) "
+            f"or a .safetensors file, got {spec!r}"
+        )
+    if hasattr(model, "fit_prior"):
+        raise UsageError(
+            f"--sampler: {type(model).__name__} has discrete latents and samples through its "
+            f"own code prior (model.fit_prior); run pyvae sample without --sampler"
+        )
+    stored = _stored_data(info.path, info.metadata.get("data", {}))
+    if stored.get("name") is None:
+        raise UsageError(f"--sampler {spec}: {info.path} does not say which data it was trained on")
+    data = load_dataset(
+        stored["name"], root=stored.get("data_dir", "data"), seed=stored.get("seed", 0)
+    )
+    reference = next(model.parameters())
+    labels = None if model.num_classes is None else data.train.labels.to(reference.device)
+    sampler = pyvae.samplers.SAMPLERS.build({"name": spec, "model": model})
+    sampler.fit(data.train.images.to(reference.device, reference.dtype), y=labels)
+    path = sampler.save(info.path.parent / f"sampler_{spec}.safetensors")
+    print(
+        f"fitted the {spec} sampler to {len(data.train)} {stored['name']} images; saved to {path}"
+    )
+    return sampler
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
