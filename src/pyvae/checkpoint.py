@@ -176,8 +176,9 @@ def _check_registered(model: BaseVAE) -> None:
     name = cls.__dict__.get("registered_name")
     if name is None or name not in MODELS or MODELS.get(name) is not cls:
         parent = next((c for c in cls.__mro__[1:] if c.__dict__.get("registered_name")), None)
+        parent_name = getattr(parent, "registered_name", None)
         hint = (
-            f" (it derives from {parent.__name__}, registered as {parent.registered_name!r}, "
+            f" (it derives from {parent.__name__}, registered as {parent_name!r}, "
             f"but pyvae.load would rebuild that class, not yours)"
             if parent is not None
             else ""
@@ -655,7 +656,7 @@ def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
         digest.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
     return digest.hexdigest()
 
 

@@ -16,6 +16,7 @@ torchvision).
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import struct
@@ -23,7 +24,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ def read_idx(path: str | os.PathLike[str], *, max_bytes: int = IDX_MAX_BYTES) ->
         raise
 
 
-def _read_exactly(f: BinaryIO, n: int) -> bytes:
+def _read_exactly(f: io.BufferedIOBase, n: int) -> bytes:
     """Up to n bytes, fewer only at the end of the stream; read in chunks, so that memory
     follows what the stream really holds, not n."""
     parts, left = [], n
@@ -127,7 +128,9 @@ def _read_exactly(f: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_idx_stream(path: Path, f: BinaryIO, compressed: bool, max_bytes: int) -> torch.Tensor:
+def _read_idx_stream(
+    path: Path, f: io.BufferedIOBase, compressed: bool, max_bytes: int
+) -> torch.Tensor:
     magic = _read_exactly(f, 4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic number {magic.hex()})")
