@@ -8,7 +8,33 @@ from collections.abc import Sequence
 
 from torch import nn
 
-__all__ = ["conv_decoder", "conv_encoder", "conv_output_sizes", "mlp"]
+from pyvae.config import ConfigError
+
+__all__ = ["INITS", "conv_decoder", "conv_encoder", "conv_output_sizes", "init_weights", "mlp"]
+
+#: The weight initialisations a built-in backbone accepts (its ``init=`` argument).
+INITS = ("he", "torch")
+
+
+def init_weights(modules: Sequence[nn.Module], init: str) -> None:
+    """Initialise the linear and (transposed) convolution layers in ``modules``, in place.
+
+    ``"he"``: He et al. (2015, https://arxiv.org/abs/1502.01852), weights drawn from
+    N(0, 2 / fan_in) (``torch.nn.init.kaiming_normal_`` with the ReLU gain), biases zero: it keeps
+    the activations' scale through ReLU layers. ``"torch"``: leave PyTorch's default (uniform,
+    variance 1 / (3 fan_in), which shrinks the signal at each ReLU layer); on MNIST it learned
+    10 to 25 nats slower in the first epochs (the comparison is on the docs' defaults page).
+    """
+    if init not in INITS:
+        raise ConfigError(f"init: expected one of {INITS}, got {init!r}")
+    if init == "torch":
+        return
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
 
 
 def mlp(sizes: Sequence[int], *, final_activation: bool = False) -> nn.Sequential:

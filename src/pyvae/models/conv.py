@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 from pyvae.config import ConfigError, check_positive_int, check_positive_ints
 from pyvae.likelihoods import Likelihood
 from pyvae.models.base import BaseVAE, register_model
-from pyvae.nn import conv_decoder, conv_encoder, conv_output_sizes
+from pyvae.nn import conv_decoder, conv_encoder, conv_output_sizes, init_weights
 from pyvae.objectives import Objective
 from pyvae.posteriors import PosteriorHead
 from pyvae.priors import Prior
@@ -45,6 +45,9 @@ class ConvVAE(BaseVAE):
             :func:`pyvae.list_posteriors`).
         objective: the training objective (default ``"elbo"``; see :func:`pyvae.list_objectives`).
         num_classes: the number of classes of a conditional model, or ``None``.
+        init: the weight initialisation of the encoder, the decoder and a posterior head built
+            by name: ``"he"`` (the default, He et al. 2015) or ``"torch"`` (PyTorch's default,
+            which learned markedly slower; see the docs' page on the defaults).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class ConvVAE(BaseVAE):
         posterior: Spec | PosteriorHead = "gaussian",
         objective: Spec | Objective = "elbo",
         num_classes: int | None = None,
+        init: str = "he",
     ) -> None:
         super().__init__(
             input_shape=input_shape,
@@ -97,6 +101,12 @@ class ConvVAE(BaseVAE):
             nn.ReLU(),
             nn.Unflatten(1, bottleneck),
             conv_decoder(c, channels, heights, widths, batch_norm),
+        )
+        # the backbone's networks, and the head when built here (an instance keeps its weights)
+        init_weights(
+            [self.encoder, self.decoder]
+            + ([] if isinstance(posterior, PosteriorHead) else [self.head]),
+            init,
         )
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:

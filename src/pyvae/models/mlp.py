@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 from pyvae.config import check_positive_ints
 from pyvae.likelihoods import Likelihood
 from pyvae.models.base import BaseVAE, data_size, register_model
-from pyvae.nn import mlp
+from pyvae.nn import init_weights, mlp
 from pyvae.objectives import Objective
 from pyvae.posteriors import PosteriorHead
 from pyvae.priors import Prior
@@ -41,6 +41,9 @@ class MLPVAE(BaseVAE):
             :func:`pyvae.list_posteriors`).
         objective: the training objective (default ``"elbo"``; see :func:`pyvae.list_objectives`).
         num_classes: the number of classes of a conditional model, or ``None``.
+        init: the weight initialisation of the encoder, the decoder and a posterior head built
+            by name: ``"he"`` (the default, He et al. 2015) or ``"torch"`` (PyTorch's default,
+            which learned markedly slower; see the docs' page on the defaults).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class MLPVAE(BaseVAE):
         posterior: Spec | PosteriorHead = "gaussian",
         objective: Spec | Objective = "elbo",
         num_classes: int | None = None,
+        init: str = "he",
     ) -> None:
         super().__init__(
             input_shape=input_shape,
@@ -69,6 +73,12 @@ class MLPVAE(BaseVAE):
         self.decoder = nn.Sequential(
             mlp([latent_dim + self.condition_dim, *reversed(hidden), n_in]),
             nn.Unflatten(1, self.input_shape),
+        )
+        # the backbone's networks, and the head when built here (an instance keeps its weights)
+        init_weights(
+            [self.encoder, self.decoder]
+            + ([] if isinstance(posterior, PosteriorHead) else [self.head]),
+            init,
         )
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
@@ -98,6 +108,7 @@ class Autoencoder(MLPVAE):
             ``"gaussian"``: squared error).
         objective: ``"ae"`` by default.
         num_classes: the number of classes of a conditional autoencoder, or ``None``.
+        init: the weight initialisation, ``"he"`` or ``"torch"`` (see :class:`MLPVAE`).
     """
 
     def __init__(
@@ -108,6 +119,7 @@ class Autoencoder(MLPVAE):
         likelihood: Spec | Likelihood = "bernoulli",
         objective: Spec | Objective = "ae",
         num_classes: int | None = None,
+        init: str = "he",
     ) -> None:
         super().__init__(
             input_shape=input_shape,
@@ -118,4 +130,5 @@ class Autoencoder(MLPVAE):
             posterior="point",
             objective=objective,
             num_classes=num_classes,
+            init=init,
         )
