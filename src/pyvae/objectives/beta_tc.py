@@ -73,13 +73,14 @@ def tc_decomposition(
 
     * ``"mss"`` (default): ``1/N`` for the example's own posterior (``j = i``) and
       ``(N - 1) / (N (B - 1))`` for each other one: an unbiased estimate of ``q(z_i)`` when the
-      other examples of the batch are drawn uniformly from the rest of the data (the stratified
-      estimator of Chen et al.'s appendix C.2); exact when the batch is the whole data set.
-    * ``"mws"``: ``1 / (N B)`` for every j, the minibatch-weighted sampling estimator of Chen et
-      al.'s eq. (S4) as published. Its ``log q(z)`` is a lower bound, low by about ``log N``
-      for broad posteriors (exactly ``log N`` when the batch is the whole data set), so its
-      ``mi`` is high by about ``log N``, its ``tc`` by ``(D - 1) log N`` and its ``dim_kl`` low
-      by ``D log N``; the gradients of the paper.
+      other examples of the batch are drawn uniformly from the rest of the data, in the spirit
+      of the paper's minibatch stratified sampling (its appendix; the weights here are pyvae's,
+      chosen so that a batch holding the whole data set gives the exact mixture density).
+    * ``"mws"``: ``1 / (N B)`` for every j, the minibatch-weighted sampling estimator as
+      published by Chen et al. (and used by their code). Its ``log q(z)`` is, in expectation,
+      a lower bound, low by about ``log N`` for broad posteriors (exactly ``log N`` when the
+      batch is the whole data set), so its ``mi`` is high by about ``log N``, its ``tc`` by
+      ``(D - 1) log N`` and its ``dim_kl`` low by ``D log N``; the gradients of the paper.
 
     For both, ``mi + tc + dim_kl = log q(z_i|x_i) - log p(z_i)``, the one-sample Monte Carlo
     KL at ``z_i``: its mean over the data is the KL term of the ELBO.
