@@ -287,7 +287,13 @@ def test_every_panel_renders(
     assert not at.error, [e.value for e in at.error]
     assert [t.label for t in at.tabs] == TABS
     explore, recon, interp, latent_map, card = at.tabs
-    assert [s.label for s in explore.slider] == ["z_1", "z_2", "z_3"]
+    d = pyvae.load(runs[name]).latent_dim  # vqvae: the flattened grid of codes, 12 here
+    expected = (
+        [f"z_{i + 1}" for i in range(d)]
+        if d <= 10
+        else [f"direction {i + 1} (sd)" for i in range(10)]
+    )
+    assert [s.label for s in explore.slider] == expected
     assert len(explore.get("image")) == 1
     assert len(recon.get("image")) == 2 and len(recon.dataframe) == 1  # input, recon; posterior
     assert len(interp.get("image")) == 3  # strip, animation, the two inputs
