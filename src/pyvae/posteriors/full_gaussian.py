@@ -25,10 +25,11 @@ class FullGaussianHead(PosteriorHead):
 
     One linear layer outputs ``loc`` (D), a log-variance for the diagonal of ``L`` (D; clamped
     to [-30, 20] as in the diagonal head, so the diagonal is finite and > 0 and ``L`` is a valid
-    Cholesky factor) and the D(D-1)/2 entries below the diagonal (unconstrained; their weights
-    start at zero, so the head starts as the diagonal Gaussian and learns correlations: with
-    torch's default random initialisation they start large, and on MNIST the model trained
-    markedly slower). Its KL to the ``normal`` and ``learned_normal`` priors is closed form
+    Cholesky factor) and the D(D-1)/2 entries of a strictly lower-triangular ``M``, with
+    ``L = diag(scale) (I + M)``: the off-diagonal entries ``L_ij = scale_i M_ij`` are relative to
+    the scales, so they shrink with the posterior's scale as it learns (an absolute parametrisation
+    of ``L_ij`` trained markedly slower on MNIST: its noise swamps small posterior scales). The
+    weights of ``M`` start at zero, so the head starts as the diagonal Gaussian. Its KL to the ``normal`` and ``learned_normal`` priors is closed form
     (:func:`full_gaussian_kl`); other priors fall back to Monte Carlo.
     """
 
@@ -55,7 +56,8 @@ class FullGaussianHead(PosteriorHead):
         scale = torch.exp(0.5 * log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX))
         padded = torch.cat([off, off.new_zeros(*off.shape[:-1], 1)], dim=-1)
         lower = padded[..., self.tril_index].unflatten(-1, (d, d))
-        scale_tril = lower + torch.diag_embed(scale)
+        # L = diag(scale) (I + M), M strictly lower: the correlations are relative to the scales
+        scale_tril = scale.unsqueeze(-1) * lower + torch.diag_embed(scale)
         return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
 
 
