@@ -4,8 +4,8 @@ simpler, more factorised latent code.
 Trains the same conv VAE on scikit-learn's 8x8 digits (no download) with several values of beta
 in ``model.loss(x, out, beta=...)`` (through ``pyvae.training.fit``) and compares, with
 ``pyvae.evaluate``, the reconstruction term, the KL term, the active units and the mutual
-information, and the latent traversals. Larger beta: smaller KL (fewer nats of information in z), blurrier
-reconstructions.
+information, and the latent traversals. Larger beta: smaller KL (fewer nats of information in
+z), blurrier reconstructions.
 
     python examples/beta_vae.py                 # about a minute on 2 CPU cores
     python examples/beta_vae.py --smoke         # a few seconds

@@ -23,9 +23,20 @@ matplotlib.use("Agg")
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 RUN_FILES = {
-    "model.safetensors", "history.csv", "history.json", "metrics.json", "run.json",
-    "curves.png", "reconstructions.png", "samples.png", "latent.png", "manifold.png",
-    "interpolation.png", "report.html", "evaluation.json", "kl_per_dim.png",
+    "model.safetensors",
+    "history.csv",
+    "history.json",
+    "metrics.json",
+    "run.json",
+    "curves.png",
+    "reconstructions.png",
+    "samples.png",
+    "latent.png",
+    "manifold.png",
+    "interpolation.png",
+    "report.html",
+    "evaluation.json",
+    "kl_per_dim.png",
 }
 
 
@@ -35,8 +46,21 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("cli") / "demo"
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = main(["demo", "--out", str(out), "--epochs", "2", "--limit", "400",
-                     "--eval-limit", "100", "--k", "4"])
+        code = main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--limit",
+                "400",
+                "--eval-limit",
+                "100",
+                "--k",
+                "4",
+            ]
+        )
     assert code == 0, err.getvalue()
     return out, err.getvalue()
 
@@ -94,8 +118,10 @@ def test_eval_reports_elbo_and_nll(
     assert json.loads(saved.read_text()) == result
     saved.unlink()
     assert result["nll_stderr"] > 0 and 0 < result["ess"] <= 1 and result["active_units"] <= 2
-    assert main(["eval", str(out / "model.safetensors"), "--k", "2", "--limit", "10",
-                 "--no-save"]) == 0
+    assert (
+        main(["eval", str(out / "model.safetensors"), "--k", "2", "--limit", "10", "--no-save"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "NLL (k=2)" in printed and "active units" in printed and "KL per dimension" in printed
     assert not (out / "evaluation-k2.json").exists()
@@ -115,12 +141,36 @@ def test_train_on_the_mnist_test_set_folder(tmp_path: Path) -> None:
     """``--data mnist`` on a folder holding only the test-set files; a 3-D latent space gives
     the PCA and t-SNE panels."""
     out = tmp_path / "mnist"
-    code = main([
-        "train", "--model", "mlp", "--data", "mnist", "--data-dir", str(MNIST_DIR),
-        "--latent-dim", "3", "--epochs", "1", "--limit", "256", "--eval-limit", "60",
-        "--batch-size", "64", "--model-arg", "hidden_dims=[32]", "--likelihood",
-        '{"name": "bernoulli"}', "--k", "2", "--no-progress", "--out", str(out),
-    ])
+    code = main(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--data",
+            "mnist",
+            "--data-dir",
+            str(MNIST_DIR),
+            "--latent-dim",
+            "3",
+            "--epochs",
+            "1",
+            "--limit",
+            "256",
+            "--eval-limit",
+            "60",
+            "--batch-size",
+            "64",
+            "--model-arg",
+            "hidden_dims=[32]",
+            "--likelihood",
+            '{"name": "bernoulli"}',
+            "--k",
+            "2",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     run = json.loads((out / "run.json").read_text())
     assert run["model"]["hidden_dims"] == [32] and run["model"]["latent_dim"] == 3
@@ -149,11 +199,24 @@ def test_bad_arguments_give_one_clear_line(
     assert code == 2 and "expected KEY=VALUE" in err
     code, err = _error([], capsys)
     assert code == 2 and "COMMAND" in err
-    code, err = _error(["train", "--model", "convv", "--epochs", "1", "--limit", "8",
-                        "--out", str(tmp_path / "x")], capsys)
+    code, err = _error(
+        [
+            "train",
+            "--model",
+            "convv",
+            "--epochs",
+            "1",
+            "--limit",
+            "8",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capsys,
+    )
     assert code == 1 and "Unknown model 'convv'. Did you mean 'conv'?" in err
-    code, err = _error(["train", "--model-arg", "colour=1", "--epochs", "1",
-                        "--out", str(tmp_path / "x")], capsys)
+    code, err = _error(
+        ["train", "--model-arg", "colour=1", "--epochs", "1", "--out", str(tmp_path / "x")], capsys
+    )
     assert code == 1 and "unknown argument 'colour'" in err
     code, err = _error(["train", "--data", "mnist", "--data-dir", str(tmp_path)], capsys)
     assert code == 1 and "no mnist files in" in err and "--download" in err
@@ -173,20 +236,42 @@ def test_bad_checkpoints_give_one_clear_line(
     assert code == 1 and "cut.safetensors: not a readable safetensors file" in err
     code, err = _error(["sample", str(demo_run[0]), "--out", str(tmp_path / "s.txt")], capsys)
     assert code == 2 and "expected a .png or .jpg file" in err
-    code, err = _error(["eval", str(demo_run[0]), "--data", "mnist", "--data-dir",
-                        str(MNIST_DIR), "--limit", "5"], capsys)
+    code, err = _error(
+        ["eval", str(demo_run[0]), "--data", "mnist", "--data-dir", str(MNIST_DIR), "--limit", "5"],
+        capsys,
+    )
     assert code == 2 and "expects inputs of shape (1, 8, 8)" in err
 
 
 def test_python_dash_m_and_version() -> None:
-    done = subprocess.run([sys.executable, "-m", "pyvae", "--version"], capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyvae", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0 and done.stdout.strip() == f"pyvae {pyvae.__version__}"
 
 
 def test_same_seed_same_run(tmp_path: Path) -> None:
-    args = ["train", "--model", "mlp", "--model-arg", "hidden_dims=[16]", "--epochs", "1",
-            "--limit", "128", "--eval-limit", "32", "--k", "2", "--no-progress", "--no-figures"]
+    args = [
+        "train",
+        "--model",
+        "mlp",
+        "--model-arg",
+        "hidden_dims=[16]",
+        "--epochs",
+        "1",
+        "--limit",
+        "128",
+        "--eval-limit",
+        "32",
+        "--k",
+        "2",
+        "--no-progress",
+        "--no-figures",
+    ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     a, b = pyvae.load(tmp_path / "a"), pyvae.load(tmp_path / "b")
@@ -200,9 +285,26 @@ def test_without_tqdm_training_still_reports_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    code = main(["train", "--model", "mlp", "--model-arg", "hidden_dims=[8]", "--epochs", "1",
-                 "--limit", "64", "--eval-limit", "16", "--k", "1", "--no-figures",
-                 "--out", str(tmp_path)])
+    code = main(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--model-arg",
+            "hidden_dims=[8]",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--eval-limit",
+            "16",
+            "--k",
+            "1",
+            "--no-figures",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0
     assert "pip install 'pyvae[viz]'" in err and "epoch   1/1: train -ELBO" in err
@@ -210,17 +312,54 @@ def test_without_tqdm_training_still_reports_progress(
 
 def test_threads_apply_only_while_training(tmp_path: Path) -> None:
     before = torch.get_num_threads()
-    assert main(["train", "--model", "mlp", "--model-arg", "hidden_dims=[8]", "--epochs", "1",
-                 "--limit", "64", "--eval-limit", "16", "--k", "1", "--no-figures",
-                 "--no-progress", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "mlp",
+                "--model-arg",
+                "hidden_dims=[8]",
+                "--epochs",
+                "1",
+                "--limit",
+                "64",
+                "--eval-limit",
+                "16",
+                "--k",
+                "1",
+                "--no-figures",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert torch.get_num_threads() == before
     assert json.loads((tmp_path / "run.json").read_text())["training"]["threads"] == 1
 
 
 # -- run folders: checked first, written aside, moved into place ---------------------------------
 
-TINY_RUN = ["train", "--model", "mlp", "--model-arg", "hidden_dims=[8]", "--epochs", "1",
-            "--limit", "64", "--eval-limit", "16", "--k", "1", "--no-progress"]
+TINY_RUN = [
+    "train",
+    "--model",
+    "mlp",
+    "--model-arg",
+    "hidden_dims=[8]",
+    "--epochs",
+    "1",
+    "--limit",
+    "64",
+    "--eval-limit",
+    "16",
+    "--k",
+    "1",
+    "--no-progress",
+]
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -264,7 +403,10 @@ def test_out_is_checked_before_anything_runs(
     ],
 )
 def test_option_conflicts_are_refused_before_training(
-    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import pyvae.data
@@ -324,14 +466,42 @@ def test_tensorboard_logs_and_eval_output_checks(
 
 def test_autoencoder_and_conditional_runs(tmp_path: Path) -> None:
     tiny = ["--epochs", "1", "--limit", "64", "--eval-limit", "16", "--k", "2", "--no-progress"]
-    assert main(["train", "--model", "ae", "--model-arg", "hidden_dims=[8]", *tiny,
-                 "--out", str(tmp_path / "ae")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "ae",
+                "--model-arg",
+                "hidden_dims=[8]",
+                *tiny,
+                "--out",
+                str(tmp_path / "ae"),
+            ]
+        )
+        == 0
+    )
     run = json.loads((tmp_path / "ae" / "run.json").read_text())
     assert run["metrics"]["eval_nll"] is None and run["metrics"]["eval_recon"] > 0
     assert "samples.png" not in run["files"] and "reconstructions.png" in run["files"]
     assert "no prior" in (tmp_path / "ae" / "report.html").read_text()
-    assert main(["train", "--model", "mlp", "--model-arg", "hidden_dims=[8]", "--model-arg",
-                 "num_classes=10", *tiny, "--out", str(tmp_path / "cvae")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "mlp",
+                "--model-arg",
+                "hidden_dims=[8]",
+                "--model-arg",
+                "num_classes=10",
+                *tiny,
+                "--out",
+                str(tmp_path / "cvae"),
+            ]
+        )
+        == 0
+    )
     evaluation = json.loads((tmp_path / "cvae" / "evaluation.json").read_text())
     assert evaluation["nll"] > 0 and evaluation["n"] == 16
     assert main(["eval", str(tmp_path / "cvae"), "--k", "2", "--no-save"]) == 0
