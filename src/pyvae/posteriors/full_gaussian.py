@@ -27,9 +27,9 @@ class FullGaussianHead(PosteriorHead):
     to [-30, 20] as in the diagonal head, so the diagonal is finite and > 0 and ``L`` is a valid
     Cholesky factor) and the D(D-1)/2 entries of a strictly lower-triangular ``M``, with
     ``L = diag(scale) (I + M)``: the off-diagonal entries ``L_ij = scale_i M_ij`` are relative to
-    the scales, so they shrink with the posterior's scale as it learns (an absolute parametrisation
-    of ``L_ij`` trained markedly slower on MNIST: its noise swamps small posterior scales). The
-    weights of ``M`` start at zero, so the head starts as the diagonal Gaussian. Its KL to the ``normal`` and ``learned_normal`` priors is closed form
+    the scales and shrink with them (absolute entries ``L_ij`` trained slower still in the family
+    table, docs/families.md). The weights of ``M`` start at zero, so the head starts as the
+    diagonal Gaussian. Its KL to the ``normal`` and ``learned_normal`` priors is closed form
     (:func:`full_gaussian_kl`); other priors fall back to Monte Carlo.
     """
 
