@@ -670,9 +670,10 @@ def test_every_posterior_and_objective_loads_through_the_meta_device(
     companions: dict[tuple[str, str], dict[str, Any]] = {  # parts that need another part
         ("posterior", "point"): {"objective": "ae"},
         ("objective", "beta_tc"): {"objective": {"name": "beta_tc", "dataset_size": 100}},
+        ("objective", "vq"): {"model": "vqvae"},  # vector-quantised latents only
     }
     spec = {role: name, **companions.get((role, name), {})}
-    model = tiny_model("mlp", **spec)
+    model = tiny_model(spec.pop("model", "mlp"), **spec)
     loaded = pyvae.load(model.save(tmp_path / "m.safetensors"))
     assert loaded.config == model.config
     state = model.state_dict()
