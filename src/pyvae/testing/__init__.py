@@ -196,18 +196,20 @@ def example_batch(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batch ``(x, y)`` the model accepts: ``x`` of shape (batch_size, *input_shape) in the
     likelihood's support (uniform in (0, 1) where that fits, else a draw of p(x|z) at zero
-    decoder outputs), in the model's dtype; ``y`` the labels ``0, 1, ...`` (mod num_classes) of a
-    conditional model, else ``None``."""
+    decoder outputs), in the model's dtype, on its device; ``y`` the labels ``0, 1, ...`` (mod
+    num_classes) of a conditional model, else ``None``. ``generator`` is a CPU generator."""
     reference = next(model.parameters(), None)
     dtype = torch.get_default_dtype() if reference is None else reference.dtype
+    device = torch.device("cpu") if reference is None else reference.device
     shape = (batch_size, *model.input_shape)
-    x = torch.rand(shape, generator=generator, dtype=dtype).mul(0.9).add(0.05)
+    x = torch.rand(shape, generator=generator, dtype=dtype).mul(0.9).add(0.05).to(device)
     if not bool(model.likelihood.support.check(x).all()):
         with torch.no_grad():
-            x = model.likelihood.distribution(torch.zeros(shape, dtype=dtype)).sample()
+            zeros = torch.zeros(shape, dtype=dtype, device=device)
+            x = model.likelihood.distribution(zeros).sample()
     y = None
     if model.num_classes is not None:
-        y = torch.arange(batch_size) % model.num_classes
+        y = (torch.arange(batch_size) % model.num_classes).to(device)
     return x, y
 
 
@@ -311,17 +313,18 @@ def check_model(
 ) -> None:
     """Check that a model keeps the :class:`pyvae.BaseVAE` contract.
 
-    Checks: ``encode`` gives a distribution with batch shape (B,), event shape (latent_dim,) and
-    ``rsample``; ``forward`` a :class:`pyvae.VAEOutput` with data-shaped ``params``; ``loss``
-    finite :class:`pyvae.LossTerms` with per-example terms, whose gradient reaches every
-    parameter (finite, not all zero); wrong inputs and labels are refused (a conditional model
-    refuses a missing ``y``, an unconditional one a given ``y``, and each label changes both
-    encoder and decoder); eval mode is deterministic; ``sample`` and ``log_likelihood`` work and
-    are reproducible, or, for a model without a prior or a posterior density (an autoencoder),
-    refuse with a clear error; the IWAE bound is differentiable; the model runs in float64; the
-    config rebuilds it (``pyvae.build(model.config)`` + ``state_dict``, and ``model.save`` +
-    ``pyvae.load``) with identical outputs; with ``compile=True`` a training step traces with
-    ``torch.compile(fullgraph=True)`` and gives eager's loss and gradients.
+    It runs where the model is (its device and dtype). Checks: ``encode`` gives a distribution with
+    batch shape (B,), event shape (latent_dim,) and ``rsample``; ``forward`` a
+    :class:`pyvae.VAEOutput` with data-shaped ``params``; ``loss`` finite :class:`pyvae.LossTerms`
+    with per-example terms, whose gradient reaches every parameter (finite, not all zero); wrong
+    inputs and labels are refused (a conditional model refuses a missing ``y``, an unconditional one
+    a given ``y``, and each label changes both encoder and decoder); eval mode is deterministic;
+    ``sample`` and ``log_likelihood`` work and are reproducible, or, for a model without a prior or
+    a posterior density (an autoencoder), refuse with a clear error; the IWAE bound is
+    differentiable; the model runs in float64; the config rebuilds it (``pyvae.build(model.config)``
+    with the ``state_dict``, and ``model.save`` then ``pyvae.load``) with identical outputs; with
+    ``compile=True`` a training step traces with ``torch.compile(fullgraph=True)`` and gives eager's
+    loss and gradients.
 
     The model is left in training mode with its gradients cleared.
 
@@ -375,7 +378,7 @@ def check_model(
     # input and label checks
     message = _refuses(lambda: _call(model, x.unsqueeze(-1), y), (ValueError, TypeError))
     _expect(message and "x" in message, what, "a batch of the wrong shape was not refused")
-    labels = torch.zeros(batch, dtype=torch.long)
+    labels = torch.zeros(batch, dtype=torch.long, device=x.device)
     if model.num_classes is None:
         message = _refuses(lambda: model(x, labels), (ValueError,))
         _expect(message, what, "an unconditional model accepted labels y")
@@ -385,7 +388,7 @@ def check_model(
         _expect(message, what, "a conditional model accepted a batch without labels y")
         other = (y + 1) % model.num_classes
         with torch.no_grad():
-            z = torch.zeros(batch, d, dtype=x.dtype)
+            z = torch.zeros(batch, d, dtype=x.dtype, device=x.device)
             _expect(
                 not torch.allclose(model.decode(z, y), model.decode(z, other)),
                 what,
@@ -408,7 +411,7 @@ def check_model(
     again = model.reconstruct(x) if y is None else model.reconstruct(x, y)
     _expect(torch.equal(recon, again), what, "reconstruct is not deterministic in eval mode")
     n = 3
-    ys = None if model.num_classes is None else torch.arange(n) % model.num_classes
+    ys = None if model.num_classes is None else (torch.arange(n) % model.num_classes).to(x.device)
     density = _has_density(q)
     if model.prior is None:
         for name, call in (
@@ -460,7 +463,7 @@ def _same_outputs(a: BaseVAE, b: BaseVAE, x: torch.Tensor, y: torch.Tensor | Non
     torch.manual_seed(11)
     loss_b = b.loss(x, _call(b, x, y)).loss
     if a.prior is not None:
-        z = torch.randn(5, a.latent_dim, dtype=x.dtype)
+        z = torch.randn(5, a.latent_dim, dtype=x.dtype, device=x.device)
         same = same and torch.equal(
             a.prior_distribution().log_prob(z), b.prior_distribution().log_prob(z)
         )
@@ -475,7 +478,7 @@ def _check_rebuild(model: BaseVAE, x: torch.Tensor, y: torch.Tensor | None, what
     except (TypeError, ValueError) as exc:
         raise _fail(what, f"model.config is not JSON-serialisable ({exc})") from exc
     torch.manual_seed(1234)  # another initialisation than the model's
-    rebuilt = MODELS.build(config)
+    rebuilt = MODELS.build(config).to(x.device)
     _expect(type(rebuilt) is type(model), what, f"its config builds a {type(rebuilt).__name__}")
     _expect(rebuilt.config == model.config, what, "its config does not rebuild the same config")
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -493,7 +496,7 @@ def _check_rebuild(model: BaseVAE, x: torch.Tensor, y: torch.Tensor | None, what
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.safetensors"
         model.save(path)
-        loaded = load(path)
+        loaded = load(path, map_location=x.device)
     _expect(type(loaded) is type(model), what, f"pyvae.load built a {type(loaded).__name__}")
     _expect(
         _same_outputs(model, loaded, x, y),
