@@ -106,9 +106,9 @@ def _unique(configs: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
 def family_covering() -> list[dict[str, Any]]:
     """Fewer configs in which every posterior family and every objective still appears, with
     and without labels: row i pairs the i-th posterior with the i-th objective (cyclically),
-    conditional on odd rows; a pair refused at build time is split into two rows. The objectives
-    go in reverse order, so that the costliest compilations (a flow posterior with a multi-sample
-    objective) do not meet in one row with today's registries."""
+    conditional on odd rows; a pair refused at build time is split into two rows. (The
+    objectives go in reverse order; which flow meets the multi-sample ``iwae`` in one row, the
+    costliest compilation, depends on the registries.)"""
     posteriors, objectives = pyvae.list_posteriors(), pyvae.list_objectives()[::-1]
     rows: list[dict[str, Any] | None] = []
     for i in range(max(len(posteriors), len(objectives))):
