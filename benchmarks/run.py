@@ -36,24 +36,23 @@ NOTES = """\
   much slower: on this 2-core VM with other jobs running, two threads made a small convolution
   (batch 32, 8 x 8 images) tens of times slower than one thread (OpenMP threads waiting for a busy
   core). Set `torch.set_num_threads` to the number of cores that are really free (`--threads`).
-- **Where pyvae's eager overhead comes from** (largest, relatively, for the small `mlp`): the value
-  checks. `check_input` runs in `forward` (since 03:20 UTC `loss` checks only shapes; the figures
-  here predate that), and the Bernoulli likelihood checks
-  its support (`0 <= x <= 1`) in `log_prob`: each is one `torch.aminmax` pass over the batch and
-  one read back to the host (NaN propagates through the minimum and maximum; the full check runs
-  only to word the error). The table *What pyvae adds to a step* gives their cost per call. The
-  Bernoulli `log_prob` is computed directly (the binary cross-entropy with logits, summed, then
-  negated), as in the hand-written loss. Checks are skipped inside `torch.compile` and with
-  `pyvae.set_validate_args(False)` (the row *validate_args off*). What remains (about 0.5 ms
-  per `mlp` step, measured piece by piece on one thread) is mostly the KL term: the closed form
-  of `torch.distributions.kl_divergence` (`_kl_normal_normal`: scale ratio, squared, its log,
-  against the prior's broadcast loc and scale) costs about 0.3 ms more, forward and backward,
-  than the hand-written `0.5 * (exp(log_var) + loc**2 - 1 - log_var)`; the rest is Python
-  (the distribution objects, the shape, dtype and device checks, the extra module calls).
-- **Compiled**: forward and loss are compiled together (`fullgraph=True`); pyvae's value checks and
-  distribution objects disappear from the compiled graph, so compiled pyvae and compiled
-  hand-written code run the same kernels. The `compile s` of the second variant of a group is
-  shorter because inductor reuses the kernels it compiled for the first (its caches).
+- **What pyvae adds in eager mode** (largest, relatively, for the small `mlp`): the value checks
+  and Python. With checks on, `model.loss` reads the step's values back once (the minimum and
+  maximum of x for NaN and the likelihood's support, the labels' range, the loss's finiteness,
+  stacked into one `tolist`); `forward` reads nothing (shapes, dtypes and devices only). With
+  checks off (`model.validate_args = False`, the row *validate_args off*) a step reads nothing.
+  The KL of the Gaussian posterior against the `normal` and `learned_normal` priors is pyvae's
+  fused closed form (`pyvae.kl`, registered with torch's `register_kl`), for a user's own
+  `Independent(Normal)` posterior too (the row *user's BaseVAE subclass*). What remains is
+  Python: the distribution objects, the structural checks, the extra module calls.
+- **Compiled**: forward and loss are compiled together (`fullgraph=True`) unless the row says
+  otherwise (*loss only*: `torch.compile(model.loss)`, the networks in eager mode; *networks
+  only*: `module.compile()` on the encoder and decoder). pyvae's value checks and distribution
+  objects disappear from the compiled graph. *saw a short batch*: the compiled step also ran
+  one batch of 64 (an epoch's last, short batch) before timing: by default (`dynamic=None`)
+  torch recompiles with a dynamic batch size; with `dynamic=False` it keeps one static graph
+  per batch size. The `compile s` of the second variant of a group is shorter because inductor
+  reuses the kernels it compiled for the first (its caches).
 - **Evaluation memory**: `model.log_likelihood` decodes at most `chunk_size` samples at a time
   (all images' samples together), and keeps a running log-sum-exp per image (since
   2026-11-22 03:15; the figures below still kept all k x B log-weights); the loop decodes k
@@ -106,6 +105,7 @@ def _summary(steps: dict[str, Any], cpu_steps: dict[str, Any]) -> list[str]:
         for label, variant in (
             ("eager", "pyvae, eager"),
             ("eager, checks off", "pyvae, eager, validate_args off"),
+            ("a user's BaseVAE subclass, eager", "user's BaseVAE subclass, eager"),
         ):
             wall = _ratio(result, variant)
             cpu = _ratio(cpu_steps.get(name, {}), variant)
@@ -115,9 +115,23 @@ def _summary(steps: dict[str, Any], cpu_steps: dict[str, Any]) -> list[str]:
         compiled = _ratio(result, "pyvae, compiled")
         if compiled is not None:
             parts.append(f"compiled vs hand-written compiled {compiled:.3f}")
-            eager = next(r["ms"] for r in result["rows"] if r["variant"] == "hand-written, eager")
-            comp = next(r["ms"] for r in result["rows"] if r["variant"] == "pyvae, compiled")
+            # the compiled group also times the eager hand-written model: a same-group ratio
+            group = [r for r in result["rows"] if r["baseline"] == "hand-written, compiled"]
+            eager = next(r["ms"] for r in group if r["variant"] == "hand-written, eager")
+            comp = next(r["ms"] for r in group if r["variant"] == "pyvae, compiled")
             parts.append(f"compiled pyvae vs eager hand-written {comp / eager:.3f}")
+        for label, variant in (
+            ("compiled loss only", "pyvae, compiled loss only"),
+            ("compiled networks only", "pyvae, compiled networks only"),
+            ("compiled after a short batch", "pyvae, compiled, saw a short batch"),
+            (
+                "compiled dynamic=False after a short batch",
+                "pyvae, compiled dynamic=False, saw a short batch",
+            ),
+        ):
+            ratio = _ratio(result, variant)
+            if ratio is not None:
+                parts.append(f"{label} {ratio:.3f}")
         lines.append(f"- `{name}`: " + "; ".join(parts) + ".")
     return [*lines, ""]
 
