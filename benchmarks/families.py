@@ -68,6 +68,16 @@ class Row:
     deterministic: bool = False  # no density: recon only, no -ELBO / IW-NLL
     # family-specific figures: (model, splits, evaluation images, seed) -> {name: value}
     extras: Callable[[pyvae.BaseVAE, DataSplits, torch.Tensor, int], dict[str, float]] | None = None
+    # called after each optimiser step with (model, batch, step): codebook maintenance
+    step_hook: Callable[[pyvae.BaseVAE, torch.Tensor, int], None] | None = None
+
+
+def restart_codes(model: pyvae.BaseVAE, x: torch.Tensor, step: int) -> None:
+    """Every 100 steps, move the VQ-VAE's codes used less than once per batch (on average
+    lately) onto encoder outputs of the batch."""
+    if step % 100 == 99:
+        assert isinstance(model, pyvae.VQVAE)
+        model.restart_dead_codes(x, min_usage=1.0)
 
 
 N_SAMPLES = 500  # generated images scored by the sample-quality proxy
@@ -182,7 +192,19 @@ ROWS: dict[str, Row] = {
         extras=ae_extras,
     ),
     "vqvae": Row(
-        "VQ-VAE", {"name": "vqvae"}, ("model:vqvae",), deterministic=True, extras=vqvae_extras
+        "VQ-VAE (codebook loss)",
+        {"name": "vqvae"},
+        ("model:vqvae",),
+        deterministic=True,
+        extras=vqvae_extras,
+    ),
+    "vqvae_ema": Row(
+        "VQ-VAE (EMA codebook, dead-code restarts every 100 steps)",
+        {"name": "vqvae", "ema_decay": 0.99},
+        ("model:vqvae",),
+        deterministic=True,
+        extras=vqvae_extras,
+        step_hook=restart_codes,
     ),
     "ladder": Row("Ladder VAE", {"name": "ladder"}, ("model:ladder",), extras=ladder_extras),
 }
@@ -220,6 +242,7 @@ def train_and_score(
     generator = torch.Generator().manual_seed(seed)
     loader = splits.train.loader(128, dynamic_binarization=True, generator=generator)
     wall, cpu, losses = [], [], []
+    step = 0
     for _ in range(epochs):
         model.train()
         start, start_cpu, total, count = time.perf_counter(), time.process_time(), 0.0, 0
@@ -229,6 +252,9 @@ def train_and_score(
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
             optimizer.step()
+            if row.step_hook is not None:
+                row.step_hook(model, x, step)
+            step += 1
             total += float(terms.loss.detach()) * len(x)
             count += len(x)
         wall.append(time.perf_counter() - start)

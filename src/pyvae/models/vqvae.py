@@ -430,13 +430,14 @@ class VQVAE(BaseVAE):
         x: torch.Tensor,
         y: torch.Tensor | None = None,
         *,
-        min_usage: float = 0.01,
+        min_usage: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> int:
         """Move every code whose usage (an exponential moving average of its assignments per
-        training batch, the buffer ``usage``) is below ``min_usage`` onto a randomly chosen
-        encoder output of ``x`` (with labels ``y`` for a conditional model); returns how many
-        were moved.
+        training batch, decay 0.99, the buffer ``usage``) is below ``min_usage`` (default: fewer
+        than one assignment per batch lately) onto a randomly chosen encoder output of ``x``
+        (with labels ``y`` for a conditional model); returns how many were moved. A moved code's
+        usage is reset to 1.
 
         Call it between training steps (e.g. every few hundred), outside a compiled step: which
         codes move depends on the data. Under DDP, call it on every rank: rank 0's codebook and
