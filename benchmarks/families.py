@@ -207,6 +207,15 @@ ROWS: dict[str, Row] = {
         step_hook=restart_codes,
     ),
     "ladder": Row("Ladder VAE", {"name": "ladder"}, ("model:ladder",), extras=ladder_extras),
+    "ladder_warmup": Row(
+        "Ladder VAE, KL warm-up over 300 steps",
+        {
+            "name": "ladder",
+            "objective": {"name": "elbo", "schedule": {"name": "linear", "warmup_steps": 300}},
+        },
+        ("model:ladder", "objective:elbo.schedule"),
+        extras=ladder_extras,
+    ),
 }
 
 
