@@ -35,7 +35,7 @@ from pyvae.config import ConfigError, check_positive_int, check_positive_ints
 from pyvae.kl import KLMethod, diagonal_normal_kl, kl_divergence
 from pyvae.likelihoods import Likelihood
 from pyvae.models.base import BaseVAE, data_size, register_model
-from pyvae.nn import conv_decoder, conv_encoder, conv_output_sizes, mlp
+from pyvae.nn import conv_decoder, conv_encoder, conv_output_sizes, init_weights, mlp
 from pyvae.objectives import Objective
 from pyvae.outputs import VAEOutput
 from pyvae.posteriors import LOG_VAR_MAX, LOG_VAR_MIN
@@ -224,6 +224,8 @@ class LadderVAE(BaseVAE):
         objective: the training objective (default ``"elbo"``).
         num_classes: the number of classes of a conditional model (the label is appended to the
             encoder's features and to ``z_1`` for the decoder), or ``None``.
+        init: the weight initialisation of every network, ``"he"`` or ``"torch"`` (see
+            :class:`pyvae.MLPVAE`).
     """
 
     latent_dims: tuple[int, ...]
@@ -243,6 +245,7 @@ class LadderVAE(BaseVAE):
         prior: Spec | Prior = "normal",
         objective: Spec | Objective = "elbo",
         num_classes: int | None = None,
+        init: str = "he",
     ) -> None:
         dims = _layer_sizes(latent_dims, latent_dim)
         self.latent_dims = dims  # read by _component to size the top layer's prior
@@ -293,6 +296,7 @@ class LadderVAE(BaseVAE):
             )
             for i in range(len(dims) - 1)
         )
+        init_weights([self.encoder, self.decoder, self.up, self.q_heads, self.p_nets], init)
 
     def _component(self, registry: Registry[Any], spec: Any, role: str, **context: Any) -> Any:
         # the prior is the top layer's, of size latent_dims[-1]

@@ -33,7 +33,7 @@ from pyvae.config import ConfigError, check_positive_int, check_positive_ints
 from pyvae.kl import KLMethod
 from pyvae.likelihoods import Likelihood
 from pyvae.models.base import BaseVAE, register_model
-from pyvae.nn import conv_decoder, conv_encoder, conv_output_sizes
+from pyvae.nn import conv_decoder, conv_encoder, conv_output_sizes, init_weights
 from pyvae.objectives import Objective
 from pyvae.outputs import VAEOutput
 from pyvae.posteriors import PointMass
@@ -186,6 +186,8 @@ class VQVAE(BaseVAE):
         num_classes: the number of classes of a conditional model (the one-hot label is added
             as constant channels to the encoder's input and to the code grid for the decoder;
             the code prior stays unconditional), or ``None``.
+        init: the weight initialisation of the encoder and decoder, ``"he"`` or ``"torch"`` (see
+            :class:`pyvae.MLPVAE`; the codebook starts uniform in [-1/K, 1/K] either way).
     """
 
     vector_quantized: ClassVar[bool] = True
@@ -205,6 +207,7 @@ class VQVAE(BaseVAE):
         likelihood: Spec | Likelihood = "bernoulli",
         objective: Spec | Objective = "vq",
         num_classes: int | None = None,
+        init: str = "he",
     ) -> None:
         shape = check_positive_ints("input_shape", input_shape)
         if len(shape) != 3:
@@ -252,6 +255,7 @@ class VQVAE(BaseVAE):
             nn.ReLU(),
             conv_decoder(c, channels, heights, widths, batch_norm),
         )
+        init_weights([self.encoder, self.decoder], init)
         k = self.codebook_size
         initial = torch.empty(k, code_dim).uniform_(-1 / k, 1 / k)
         if self.ema:
