@@ -200,7 +200,7 @@ ROWS: dict[str, Row] = {
     ),
     "vqvae_ema": Row(
         "VQ-VAE (EMA codebook, dead-code restarts every 100 steps)",
-        {"name": "vqvae", "ema_decay": 0.99},
+        {"name": "vqvae", "ema_decay": 0.99, "init": "he"},
         ("model:vqvae",),
         deterministic=True,
         extras=vqvae_extras,
