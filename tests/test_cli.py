@@ -14,6 +14,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import pyvae
@@ -523,3 +525,64 @@ def test_sample_through_a_fitted_sampler(
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     code, err = _error(["sample", str(run), "--sampler", "nope"], capsys)
     assert code != 0 and "--sampler: expected a sampler name (gmm, two_stage)" in err
+
+
+# hypothesis over CLI arguments: a bad value of any numeric option, or a component config that
+# does not build, is one clear line with a non-zero status, before any data is read, and leaves
+# no run folder behind.
+_BAD_VALUES = st.sampled_from(["0", "-1", "-7", "nan", "inf", "-inf", "1e400", "abc", "", "2.5"])
+_NUMERIC_OPTIONS = {
+    "--epochs": _BAD_VALUES,
+    "--latent-dim": _BAD_VALUES,
+    "--batch-size": _BAD_VALUES,
+    "--limit": _BAD_VALUES,
+    "--eval-limit": st.sampled_from(["0", "1", "-3", "nan", "x", "2.5"]),
+    "--lr": st.sampled_from(["0", "-1", "nan", "inf", "-inf", "abc", ""]),
+    "--beta": st.sampled_from(["-1", "nan", "inf", "abc", ""]),
+    "--threads": st.sampled_from(["-1", "nan", "abc", "2.5"]),
+    "--k": _BAD_VALUES,
+}
+_BAD_COMPONENTS = st.sampled_from(
+    [
+        ["--likelihood", "gausian"],
+        ["--likelihood", '{"name": "gaussian", "scale": -1}'],
+        ["--prior", "{nope"],
+        ["--prior", '{"name": "mog", "n_components": 0}'],
+        ["--posterior", "flow"],
+        ["--objective", '{"name": "beta_tc"}'],
+        ["--objective", '{"name": "elbo", "beta": "inf"}'],
+        ["--model-arg", "hidden_dims=[0]"],
+        ["--model-arg", "num_classes=true"],
+    ]
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    bad=st.one_of(
+        st.sampled_from(sorted(_NUMERIC_OPTIONS)).flatmap(
+            lambda option: _NUMERIC_OPTIONS[option].map(lambda value: [option, value])
+        ),
+        _BAD_COMPONENTS,
+    )
+)
+def test_any_bad_option_is_one_clear_line_before_training(
+    bad: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyvae.training
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"training started despite {bad}")
+
+    monkeypatch.setattr(pyvae.training, "fit", no_training)
+    out = tmp_path / "run"
+    # the option given last wins in argparse: put the bad value after the valid ones
+    code, err = _error([*TINY_RUN, "--model", "mlp", *bad, "--out", str(out)], capsys)
+    assert code in (1, 2) and "training started" not in err, (bad, err)
+    assert "pyvae train: error:" in err or "usage:" in err, (bad, err)
+    assert not out.exists() and not _leftovers(tmp_path), bad
