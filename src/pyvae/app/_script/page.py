@@ -537,4 +537,7 @@ def main() -> None:
         card_panel(pg)
 
 
-main()
+# Streamlit runs this file as __main__; guarded, so that importing it (a multiprocessing child
+# that re-imports the parent's __main__ after an AppTest, say) draws nothing.
+if __name__ == "__main__":
+    main()
