@@ -14,6 +14,9 @@ CONFIGS = {
     "denoising": {"hidden_dims": (128,), "corruption": {"name": "masking", "p": 0.25}},
 }
 STEPS, BATCH = 300, 64
+# one thread: on a shared 2-core runner, OpenMP threads spinning against other work slow these
+# small models down many times over
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
