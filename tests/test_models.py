@@ -151,3 +151,26 @@ def test_loss_refuses_nan_data(model: BaseVAE, x: torch.Tensor) -> None:
     bad[1, 0, 2, 3] = float("nan")
     with pytest.raises(ValueError, match=r"x: expected finite values, got 1 non-finite"):
         model.loss(bad, out)
+
+
+def test_mlp_activation_is_used_initialised_and_saved(tmp_path: Any) -> None:
+    """``activation="tanh"`` (Burda et al.'s networks): every hidden layer is a Tanh, He-style
+    initialisation uses tanh's gain (std 5/3 / sqrt(fan_in)), and save/load keeps it."""
+    torch.manual_seed(0)
+    model = pyvae.build("mlp", latent_dim=50, hidden_dims=(400, 400), activation="tanh")
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.Tanh in kinds and torch.nn.ReLU not in kinds
+    layer = model.encoder[1][2]  # 400 -> 400
+    assert layer.weight.std().item() == pytest.approx(5 / 3 / 400**0.5, rel=0.02)
+    model.save(tmp_path / "m")
+    loaded = pyvae.load(tmp_path / "m")
+    assert {type(m) for m in loaded.modules()} == kinds
+    relu = pyvae.build("mlp", latent_dim=50, hidden_dims=(400, 400))
+    assert relu.encoder[1][2].weight.std().item() == pytest.approx(2**0.5 / 400**0.5, rel=0.02)
+
+
+def test_unknown_activation_names_the_argument_and_the_choices() -> None:
+    with pytest.raises(pyvae.ConfigError, match=r"activation: expected one of \('relu', 'tanh'"):
+        pyvae.build("mlp", activation="sigmoidal")
+    with pytest.raises(pyvae.ConfigError, match="activation"):
+        pyvae.build("ae", activation=3)

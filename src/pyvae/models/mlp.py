@@ -26,7 +26,8 @@ Spec = str | Mapping[str, Any]
 class MLPVAE(BaseVAE):
     """Fully connected encoder and decoder (Kingma and Welling, 2014, https://arxiv.org/abs/1312.6114).
 
-    The input is flattened, passed through ``hidden_dims`` with ReLU to the posterior head; the
+    The input is flattened, passed through ``hidden_dims`` with ``activation`` (ReLU by default)
+    to the posterior head; the
     decoder mirrors the hidden sizes back to ``prod(input_shape)`` outputs, reshaped to
     ``input_shape``. A conditional model (``num_classes``) appends the one-hot label to the
     encoder's features and to z.
@@ -44,6 +45,8 @@ class MLPVAE(BaseVAE):
         init: the weight initialisation of the encoder, the decoder and a posterior head built
             by name: ``"he"`` (the default, He et al. 2015) or ``"torch"`` (PyTorch's default,
             which learned markedly slower; see the docs' page on the defaults).
+        activation: the hidden layers' activation, a name from :data:`pyvae.nn.ACTIVATIONS`
+            (``"relu"`` by default; ``"tanh"`` is Burda et al.'s and Kingma and Welling's).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class MLPVAE(BaseVAE):
         objective: Spec | Objective = "elbo",
         num_classes: int | None = None,
         init: str = "he",
+        activation: str = "relu",
     ) -> None:
         super().__init__(
             input_shape=input_shape,
@@ -68,10 +72,12 @@ class MLPVAE(BaseVAE):
         )
         hidden = check_positive_ints("hidden_dims", hidden_dims)
         n_in = data_size(self.input_shape)
-        self.encoder = nn.Sequential(nn.Flatten(), mlp([n_in, *hidden], final_activation=True))
+        self.encoder = nn.Sequential(
+            nn.Flatten(), mlp([n_in, *hidden], final_activation=True, activation=activation)
+        )
         self.head = self.build_posterior(posterior, hidden[-1])
         self.decoder = nn.Sequential(
-            mlp([latent_dim + self.condition_dim, *reversed(hidden), n_in]),
+            mlp([latent_dim + self.condition_dim, *reversed(hidden), n_in], activation=activation),
             nn.Unflatten(1, self.input_shape),
         )
         # the backbone's networks, and the head when built here (an instance keeps its weights)
@@ -79,6 +85,7 @@ class MLPVAE(BaseVAE):
             [self.encoder, self.decoder]
             + ([] if isinstance(posterior, PosteriorHead) else [self.head]),
             init,
+            activation,
         )
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
@@ -109,6 +116,7 @@ class Autoencoder(MLPVAE):
         objective: ``"ae"`` by default.
         num_classes: the number of classes of a conditional autoencoder, or ``None``.
         init: the weight initialisation, ``"he"`` or ``"torch"`` (see :class:`MLPVAE`).
+        activation: the hidden layers' activation (see :class:`MLPVAE`).
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class Autoencoder(MLPVAE):
         objective: Spec | Objective = "ae",
         num_classes: int | None = None,
         init: str = "he",
+        activation: str = "relu",
     ) -> None:
         super().__init__(
             input_shape=input_shape,
@@ -131,4 +140,5 @@ class Autoencoder(MLPVAE):
             objective=objective,
             num_classes=num_classes,
             init=init,
+            activation=activation,
         )
