@@ -27,8 +27,14 @@ from pyvae.data import ImageSet, load_digits
 
 def train_one(beta: float, train: ImageSet, epochs: int) -> pyvae.BaseVAE:
     torch.manual_seed(0)
-    model = pyvae.build("conv", input_shape=train.images.shape[1:], latent_dim=4, channels=[32, 64],
-                        hidden_dim=128, batch_norm=True)
+    model = pyvae.build(
+        "conv",
+        input_shape=train.images.shape[1:],
+        latent_dim=4,
+        channels=[32, 64],
+        hidden_dim=128,
+        batch_norm=True,
+    )
     loader = DataLoader(train.dataset(), batch_size=32, shuffle=True)
     # pyvae.training.fit is the plain loop (model.loss(x, model(x), beta=beta), backward, Adam
     # step) written once; see docs/training.md for the same loop by hand
@@ -63,11 +69,17 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float | None]]:
             "mutual_information": report.mutual_information,
         }
         r = results[str(beta)]
-        print(f"beta {beta:>4}: recon {r['recon']:6.2f}  KL {r['kl']:5.2f}  "
-              f"-ELBO {r['neg_elbo']:6.2f} nats; {r['active_units']} of 4 dimensions active, "
-              f"I(x; z) {r['mutual_information']:.2f} nats")
-        fig = viz.plot_traversal(model, z0, values=[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5],
-                                 title=f"latent traversals, beta = {beta}")
+        print(
+            f"beta {beta:>4}: recon {r['recon']:6.2f}  KL {r['kl']:5.2f}  "
+            f"-ELBO {r['neg_elbo']:6.2f} nats; {r['active_units']} of 4 dimensions active, "
+            f"I(x; z) {r['mutual_information']:.2f} nats"
+        )
+        fig = viz.plot_traversal(
+            model,
+            z0,
+            values=[-2.5, -1.5, -0.5, 0.5, 1.5, 2.5],
+            title=f"latent traversals, beta = {beta}",
+        )
         viz.save_figure(fig, out / f"traversal_beta{beta}.png")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {out}/")

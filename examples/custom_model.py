@@ -36,8 +36,9 @@ from pyvae.data import load_digits
 class ResidualBlock(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
-                                 nn.Linear(width, width))
+        self.net = nn.Sequential(
+            nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(), nn.Linear(width, width)
+        )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.net(h)
@@ -66,16 +67,23 @@ class ResidualMLPVAE(pyvae.BaseVAE):
         prior: str | Mapping[str, Any] = "normal",
     ) -> None:
         # BaseVAE checks the shapes and builds self.likelihood and self.prior
-        super().__init__(input_shape=input_shape, latent_dim=latent_dim, likelihood=likelihood,
-                         prior=prior)
+        super().__init__(
+            input_shape=input_shape, latent_dim=latent_dim, likelihood=likelihood, prior=prior
+        )
         n = math.prod(self.input_shape)
         self.encoder = nn.Sequential(
-            nn.Flatten(), nn.Linear(n, width), *[ResidualBlock(width) for _ in range(depth)],
-            nn.LayerNorm(width), nn.Linear(width, 2 * latent_dim),
+            nn.Flatten(),
+            nn.Linear(n, width),
+            *[ResidualBlock(width) for _ in range(depth)],
+            nn.LayerNorm(width),
+            nn.Linear(width, 2 * latent_dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, width), *[ResidualBlock(width) for _ in range(depth)],
-            nn.LayerNorm(width), nn.Linear(width, n), nn.Unflatten(1, self.input_shape),
+            nn.Linear(latent_dim, width),
+            *[ResidualBlock(width) for _ in range(depth)],
+            nn.LayerNorm(width),
+            nn.Linear(width, n),
+            nn.Unflatten(1, self.input_shape),
         )
 
     def encode(self, x: torch.Tensor) -> Distribution:
@@ -119,8 +127,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     assert isinstance(loaded, ResidualMLPVAE) and loaded.config == model.config
     model.eval()
     viz.save_figure(viz.plot_manifold(model, 12), out / "manifold.png")
-    viz.save_figure(viz.plot_reconstructions(model, data.eval.images[:16]),
-                    out / "reconstructions.png")
+    viz.save_figure(
+        viz.plot_reconstructions(model, data.eval.images[:16]), out / "reconstructions.png"
+    )
     with torch.no_grad():
         x = data.eval.images
         terms = model.loss(x, model(x))

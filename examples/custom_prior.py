@@ -67,8 +67,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.epochs = 1
     print("registered priors:", pyvae.list_priors())
 
-    model = pyvae.build("mlp", input_shape=data.input_shape, latent_dim=2, hidden_dims=[128],
-                        prior={"name": "laplace_prior", "init_scale": 1.0})
+    model = pyvae.build(
+        "mlp",
+        input_shape=data.input_shape,
+        latent_dim=2,
+        hidden_dims=[128],
+        prior={"name": "laplace_prior", "init_scale": 1.0},
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # the prior's scale learns too
     loader = DataLoader(data.train.dataset(), batch_size=64, shuffle=True)
     for epoch in range(1, args.epochs + 1):
@@ -78,18 +83,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             optimizer.zero_grad()
             terms.loss.backward()
             optimizer.step()
-        print(f"epoch {epoch}: -ELBO {float(terms.loss.detach()):.2f}, prior scales "
-              f"{model.prior.log_scale.detach().exp().tolist()}")
+        print(
+            f"epoch {epoch}: -ELBO {float(terms.loss.detach()):.2f}, prior scales "
+            f"{model.prior.log_scale.detach().exp().tolist()}"
+        )
 
     out = Path(args.out)
     model.save(out / "model.safetensors")  # the config names "laplace_prior"
     loaded = pyvae.load(out / "model.safetensors")  # works because the prior is registered
     assert torch.equal(loaded.prior.log_scale, model.prior.log_scale)
     model.eval()
-    viz.save_figure(viz.plot_samples(model, 36, generator=torch.Generator().manual_seed(0)),
-                    out / "samples.png")
-    results = {"prior_scale_mean": float(model.prior.log_scale.detach().exp().mean()),
-               "neg_elbo_last_batch": float(terms.loss.detach())}
+    viz.save_figure(
+        viz.plot_samples(model, 36, generator=torch.Generator().manual_seed(0)), out / "samples.png"
+    )
+    results = {
+        "prior_scale_mean": float(model.prior.log_scale.detach().exp().mean()),
+        "neg_elbo_last_batch": float(terms.loss.detach()),
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {out}/")
     return results

@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--download", action="store_true")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--noise", type=float, default=0.3,
-                        help="salt-and-pepper probability (default 0.3)")
+    parser.add_argument(
+        "--noise", type=float, default=0.3, help="salt-and-pepper probability (default 0.3)"
+    )
     parser.add_argument("--out", default="runs/denoising")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, a few seconds")
     args = parser.parse_args(argv)
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 ((model.reconstruct(model.corruption(x)) - x) ** 2).mean()
             ),
         }
-    print(f"mean squared error to the clean digits: noisy input {results['mse_noisy_input']:.4f}, "
-          f"reconstruction {results['mse_reconstruction_of_noisy']:.4f}")
+    print(
+        f"mean squared error to the clean digits: noisy input {results['mse_noisy_input']:.4f}, "
+        f"reconstruction {results['mse_reconstruction_of_noisy']:.4f}"
+    )
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {out}/")
     return results

@@ -47,16 +47,31 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float | None]]:
         args.n, args.epochs, channels, hidden = 1000, 1, [8, 16], 32
     images, factors = pyvae.data.load_sprites(n=args.n, size=32, seed=0)
     split = int(0.8 * args.n)
-    train = DataLoader(TensorDataset(images[:split]), batch_size=64, shuffle=True,
-                       generator=torch.Generator().manual_seed(0))
+    train = DataLoader(
+        TensorDataset(images[:split]),
+        batch_size=64,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     held_out, held_factors = images[split:], factors[split:]
     results: dict[str, dict[str, float | None]] = {}
     for beta in args.betas:
         torch.manual_seed(0)
-        model = pyvae.build("conv", input_shape=(1, 32, 32), latent_dim=args.latent_dim,
-                            channels=channels, hidden_dim=hidden)
-        fit(model, train, epochs=args.epochs, lr=1e-3, beta=beta,
-            callbacks=[LatentDiagnostics(held_out[:500], min_active=0)])
+        model = pyvae.build(
+            "conv",
+            input_shape=(1, 32, 32),
+            latent_dim=args.latent_dim,
+            channels=channels,
+            hidden_dim=hidden,
+        )
+        fit(
+            model,
+            train,
+            epochs=args.epochs,
+            lr=1e-3,
+            beta=beta,
+            callbacks=[LatentDiagnostics(held_out[:500], min_active=0)],
+        )
         report = pyvae.evaluate(model, held_out, k=None)
         codes, _ = encode_loader(model, DataLoader(TensorDataset(held_out), batch_size=256))
         dci = pyvae.metrics.dci(codes, held_factors, estimator="random_forest", n_estimators=20)
@@ -72,11 +87,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float | None]]:
             "factorvae": factorvae(codes, held_factors),
         }
         r = results[str(beta)]
-        fv = "not defined (every dimension collapsed)" if r["factorvae"] is None else (
-            f"{r['factorvae']:.3f}")
-        print(f"beta {beta:>4}: -ELBO {r['neg_elbo']:.1f} nats, {r['active_units']} active, "
-              f"MIG {r['mig']:.3f}, SAP {r['sap']:.3f}, DCI D {r['dci_disentanglement']:.3f}, "
-              f"FactorVAE {fv}")
+        fv = (
+            "not defined (every dimension collapsed)"
+            if r["factorvae"] is None
+            else (f"{r['factorvae']:.3f}")
+        )
+        print(
+            f"beta {beta:>4}: -ELBO {r['neg_elbo']:.1f} nats, {r['active_units']} active, "
+            f"MIG {r['mig']:.3f}, SAP {r['sap']:.3f}, DCI D {r['dci_disentanglement']:.3f}, "
+            f"FactorVAE {fv}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -29,8 +29,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--latent-dim", type=int, default=16)
     parser.add_argument("--out", default="runs/mlp")
-    parser.add_argument("--k", type=int, default=100,
-                        help="importance samples for the test NLL (papers use 5000; slow on a CPU)")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=100,
+        help="importance samples for the test NLL (papers use 5000; slow on a CPU)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny settings, a few seconds")
     args = parser.parse_args(argv)
 
@@ -51,8 +55,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             terms.loss.backward()
             optimizer.step()
         recon, kl = float(terms.recon.detach().mean()), float(terms.kl.detach().mean())
-        print(f"epoch {epoch}: last batch -ELBO {recon + kl:.2f} nats (recon {recon:.2f}, "
-              f"KL {kl:.2f})")
+        print(
+            f"epoch {epoch}: last batch -ELBO {recon + kl:.2f} nats (recon {recon:.2f}, "
+            f"KL {kl:.2f})"
+        )
 
     model.eval()
     nll = float(-model.log_likelihood(test.images, k=10 if args.smoke else args.k).mean())
@@ -64,8 +70,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # 16-D: one panel of PCA, one of t-SNE (on at most 1000 points, seeded)
     viz.save_figure(viz.plot_latent(means, labels, max_points=1000), out / "latent.png")
     # which digit features each latent dimension controls, around the first test image's code
-    viz.save_figure(viz.plot_traversal(model, means[0], dims=range(min(8, args.latent_dim))),
-                    out / "traversal.png")
+    viz.save_figure(
+        viz.plot_traversal(model, means[0], dims=range(min(8, args.latent_dim))),
+        out / "traversal.png",
+    )
     viz.save_figure(viz.plot_reconstructions(model, test.images[:16]), out / "reconstructions.png")
     results = {"test_nll": nll}
     (out / "results.json").write_text(json.dumps(results, indent=2))

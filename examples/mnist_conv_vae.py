@@ -36,8 +36,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--latent-dim", type=int, default=2)
     parser.add_argument("--out", default="runs/mnist_conv")
-    parser.add_argument("--k", type=int, default=100,
-                        help="importance samples for the test NLL (papers use 5000; slow on a CPU)")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=100,
+        help="importance samples for the test NLL (papers use 5000; slow on a CPU)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny settings, a few seconds")
     args = parser.parse_args(argv)
 
@@ -66,8 +70,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model.eval()
         with torch.no_grad():
             test_terms = model.loss(test.images, model(test.images))
-        print(f"epoch {epoch}: train -ELBO {total / len(train):.2f}, "
-              f"test -ELBO {float(test_terms.loss):.2f} nats")
+        print(
+            f"epoch {epoch}: train -ELBO {total / len(train):.2f}, "
+            f"test -ELBO {float(test_terms.loss):.2f} nats"
+        )
 
     # 3. evaluate: the importance-sampled test NLL (a tighter bound than the ELBO)
     model.eval()
@@ -79,13 +85,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model.save(out / "model.safetensors")
     x = test.images[:16]
     viz.save_figure(viz.plot_reconstructions(model, x), out / "reconstructions.png")
-    viz.save_figure(viz.plot_samples(model, 64, generator=torch.Generator().manual_seed(0)),
-                    out / "samples.png")
+    viz.save_figure(
+        viz.plot_samples(model, 64, generator=torch.Generator().manual_seed(0)), out / "samples.png"
+    )
     means, labels = encode_loader(model, DataLoader(test.dataset(), batch_size=500))
     viz.save_figure(viz.plot_latent(means, labels, class_names=data.classes), out / "latent.png")
     viz.save_figure(viz.plot_manifold(model, 8 if args.smoke else 20), out / "manifold.png")
-    viz.save_figure(viz.plot_interpolation(model, [(test.images[0], test.images[1])]),
-                    out / "interpolation.png")
+    viz.save_figure(
+        viz.plot_interpolation(model, [(test.images[0], test.images[1])]), out / "interpolation.png"
+    )
     results = {"test_neg_elbo": float(test_terms.loss), "test_nll": nll}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {out}/")

@@ -56,8 +56,13 @@ def test_mnist_conv_vae(tmp_path: Path) -> None:
         ["--smoke", "--data-dir", str(MNIST_DIR), "--out", str(tmp_path)]
     )
     assert _files(tmp_path) == {
-        "model.safetensors", "reconstructions.png", "samples.png", "latent.png",
-        "manifold.png", "interpolation.png", "results.json",
+        "model.safetensors",
+        "reconstructions.png",
+        "samples.png",
+        "latent.png",
+        "manifold.png",
+        "interpolation.png",
+        "results.json",
     }
     assert 0 < results["test_nll"] < results["test_neg_elbo"] + 5
     assert pyvae.load(tmp_path / "model.safetensors").latent_dim == 2
@@ -72,9 +77,7 @@ def test_mlp_vae(tmp_path: Path) -> None:
 
 
 def test_beta_vae_kl_falls_with_beta(tmp_path: Path) -> None:
-    results = _load("beta_vae").main(
-        ["--smoke", "--betas", "0.25", "8", "--out", str(tmp_path)]
-    )
+    results = _load("beta_vae").main(["--smoke", "--betas", "0.25", "8", "--out", str(tmp_path)])
     # two tiny epochs: too short to rank the reconstructions, long enough for the KL
     assert results["8.0"]["kl"] < results["0.25"]["kl"]
     assert {"traversal_beta0.25.png", "traversal_beta8.0.png"} <= _files(tmp_path)
@@ -121,7 +124,14 @@ def test_disentanglement_on_sprites(tmp_path: Path) -> None:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"mnist_conv_vae", "mlp_vae", "beta_vae", "denoising_vae", "custom_prior",
-              "custom_model", "disentanglement"}
+    tested = {
+        "mnist_conv_vae",
+        "mlp_vae",
+        "beta_vae",
+        "denoising_vae",
+        "custom_prior",
+        "custom_model",
+        "disentanglement",
+    }
     mine = {p.stem for p in EXAMPLES.glob("*.py")} & tested
     assert mine == tested

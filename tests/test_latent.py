@@ -107,8 +107,13 @@ def test_latent_grid_uses_prior_quantiles(model: pyvae.BaseVAE) -> None:
 def test_latent_grid_follows_a_learned_prior() -> None:
     if "mog" not in pyvae.list_priors():
         pytest.skip("the mixture prior is not registered")
-    model = pyvae.build("mlp", input_shape=[4], latent_dim=2, hidden_dims=[8],
-                        prior={"name": "mog", "n_components": 2})
+    model = pyvae.build(
+        "mlp",
+        input_shape=[4],
+        latent_dim=2,
+        hidden_dims=[8],
+        prior={"name": "mog", "n_components": 2},
+    )
     with torch.no_grad():
         for name, p in model.prior.named_parameters():
             if "loc" in name or "mean" in name:

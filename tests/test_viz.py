@@ -72,7 +72,7 @@ def test_plot_reconstructions_labels_rows(
 
 
 def test_plot_latent_2d_direct_and_more_dims_pca_tsne(
-    mnist: tuple[torch.Tensor, torch.Tensor]
+    mnist: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
     labels = mnist[1][:60]
     means2 = torch.randn(60, 2)
@@ -116,13 +116,22 @@ def test_plot_interpolation_and_traversal(model: pyvae.BaseVAE, images: torch.Te
 
 def test_plot_training_curves() -> None:
     history = [
-        {"epoch": e, "train_neg_elbo": 100.0 / e, "train_recon": 90.0 / e, "train_kl": 10.0,
-         "eval_neg_elbo": 110.0 / e, "eval_recon": 95.0 / e, "eval_kl": 15.0}
+        {
+            "epoch": e,
+            "train_neg_elbo": 100.0 / e,
+            "train_recon": 90.0 / e,
+            "train_kl": 10.0,
+            "eval_neg_elbo": 110.0 / e,
+            "eval_recon": 95.0 / e,
+            "eval_kl": 15.0,
+        }
         for e in range(1, 4)
     ]
     fig = viz.plot_training_curves(history)
     assert [a.get_title() for a in fig.axes] == [
-        "negative ELBO", "reconstruction  -log p(x|z)", "KL(q(z|x) || p(z))"
+        "negative ELBO",
+        "reconstruction  -log p(x|z)",
+        "KL(q(z|x) || p(z))",
     ]
     first = fig.axes[0]
     assert [line.get_label() for line in first.get_lines()] == ["train", "eval"]
