@@ -21,7 +21,6 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,7 +214,7 @@ class ImageSet:
         shuffling, so a run is reproducible.
         """
 
-        def collate(batch: Sequence[Any]) -> Any:
+        def collate(batch: list[Any]) -> Any:
             x, y = default_collate(batch)
             return binarize(x, generator=generator), y
 

@@ -12,7 +12,7 @@ them by type, and a pair a user registers for a more specific type wins over the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch.distributions import (
@@ -39,6 +39,11 @@ __all__ = [
 
 KLMethod = Literal["auto", "closed_form", "monte_carlo"]
 _METHODS = ("auto", "closed_form", "monte_carlo")
+
+if TYPE_CHECKING:
+    _IndependentNormal = Independent[Normal]
+else:  # older torch (pyproject allows 2.2): Independent may not be subscriptable at run time
+    _IndependentNormal = Independent
 
 
 def kl_divergence(
@@ -79,7 +84,7 @@ def kl_divergence(
     return q.log_prob(z) - p.log_prob(z)
 
 
-class DiagonalNormal(Independent):
+class DiagonalNormal(_IndependentNormal):
     """A diagonal Gaussian N(loc, diag(scale^2)) over vectors: torch's
     ``Independent(Normal(loc, scale), 1)`` (it is one: ``isinstance`` checks, sampling,
     ``log_prob``, ``entropy`` and torch's own KL pairs all apply), as a type of its own so that
@@ -117,7 +122,7 @@ class DiagonalNormal(Independent):
         return self.base_dist.scale
 
     def expand(
-        self, batch_shape: torch.Size | tuple[int, ...], _instance: object = None
+        self, batch_shape: torch.Size | list[int] | tuple[int, ...], _instance: object = None
     ) -> DiagonalNormal:
         shape = torch.Size(batch_shape) + self.event_shape
         log_scale = None if self.log_scale is None else self.log_scale.expand(shape)
@@ -138,7 +143,7 @@ class StandardNormal(DiagonalNormal):
         super().__init__(zeros, ones, log_scale=None)
 
     def expand(
-        self, batch_shape: torch.Size | tuple[int, ...], _instance: object = None
+        self, batch_shape: torch.Size | list[int] | tuple[int, ...], _instance: object = None
     ) -> StandardNormal:
         shape = torch.Size(batch_shape) + self.event_shape
         return StandardNormal(self.loc.expand(shape), self.scale.expand(shape))
@@ -196,7 +201,7 @@ def diagonal_normal_kl(
     return 0.5 * (ratio - 1.0).sum(-1) + (log_p - log_q).sum(-1)
 
 
-def _generic_independent(q: Independent, p: Independent) -> torch.Tensor:
+def _generic_independent(q: Independent[Any], p: Independent[Any]) -> torch.Tensor:
     """torch's ``Independent``/``Independent`` rule, for pairs the fused forms do not cover."""
     if q.reinterpreted_batch_ndims != p.reinterpreted_batch_ndims:
         raise NotImplementedError
@@ -206,8 +211,8 @@ def _generic_independent(q: Independent, p: Independent) -> torch.Tensor:
     return result
 
 
-@register_kl(Independent, StandardNormal)
-def _kl_to_standard_normal(q: Independent, p: StandardNormal) -> torch.Tensor:
+@register_kl(Independent, StandardNormal)  # type: ignore[untyped-decorator]  # torch: no hints
+def _kl_to_standard_normal(q: Independent[Distribution], p: StandardNormal) -> torch.Tensor:
     parts = _diagonal_parts(q)
     if parts is None or parts[0].shape[-1:] != p.event_shape:
         return _generic_independent(q, p)
@@ -215,8 +220,8 @@ def _kl_to_standard_normal(q: Independent, p: StandardNormal) -> torch.Tensor:
     return diagonal_normal_kl(loc, scale, log_scale_q=log_scale)
 
 
-@register_kl(Independent, DiagonalNormal)
-def _kl_to_diagonal_normal(q: Independent, p: DiagonalNormal) -> torch.Tensor:
+@register_kl(Independent, DiagonalNormal)  # type: ignore[untyped-decorator]  # torch: no hints
+def _kl_to_diagonal_normal(q: Independent[Distribution], p: DiagonalNormal) -> torch.Tensor:
     parts = _diagonal_parts(q)
     if parts is None or parts[0].shape[-1:] != p.event_shape:
         return _generic_independent(q, p)

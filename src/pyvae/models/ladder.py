@@ -96,7 +96,7 @@ class _Concatenated(Distribution):
 
     def sample(self, sample_shape: torch.Size | Sequence[int] = ()) -> torch.Tensor:
         with torch.no_grad():
-            return self.rsample(sample_shape)
+            return self.rsample(torch.Size(sample_shape))
 
 
 class LadderPosterior(_Concatenated):
@@ -229,6 +229,8 @@ class LadderVAE(BaseVAE):
     """
 
     latent_dims: tuple[int, ...]
+    encoder: nn.Module
+    decoder: nn.Module
 
     def __init__(
         self,

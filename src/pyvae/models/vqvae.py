@@ -195,6 +195,8 @@ class VQVAE(BaseVAE):
 
     vector_quantized: ClassVar[bool] = True
     codebook: torch.Tensor
+    ema_count: torch.Tensor  # with ema=True only, as ema_total
+    ema_total: torch.Tensor
     usage: torch.Tensor
     prior_logits: torch.Tensor
     prior_fitted: torch.Tensor

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import nn
@@ -102,7 +103,13 @@ class Objective(Configurable, nn.Module, abc.ABC):
 
 
 OBJECTIVES: Registry[Objective] = Registry("objective", Objective, "pyvae.objectives")
-register_objective = OBJECTIVES.register
+_C = TypeVar("_C", bound=type)
+
+
+def register_objective(name: str, *, overwrite: bool = False) -> Callable[[_C], _C]:
+    """Class decorator that registers a :class:`Objective` subclass under ``name`` in
+    :data:`OBJECTIVES` (``OBJECTIVES.register``; see :meth:`pyvae.Registry.register`)."""
+    return OBJECTIVES.register(name, overwrite=overwrite)
 
 
 def list_objectives(pattern: str | None = None) -> list[str]:

@@ -15,6 +15,8 @@ mean, which has no closed form.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -161,6 +163,9 @@ class MADE(nn.Module):
         order: the autoregressive order, a permutation of ``1..D`` (shape (D,)).
     """
 
+    in_mask: torch.Tensor
+    out_mask: torch.Tensor
+
     def __init__(self, latent_dim: int, context: int, hidden: int, order: torch.Tensor) -> None:
         super().__init__()
         d = latent_dim
@@ -182,7 +187,8 @@ class MADE(nn.Module):
         a = self.ctx(h)
         if self.inp is not None:
             a = a + F.linear(z, self.inp.weight * self.in_mask, self.inp.bias)
-        return F.linear(F.relu(a), self.out.weight * self.out_mask, self.out.bias).chunk(2, -1)
+        m, s = F.linear(F.relu(a), self.out.weight * self.out_mask, self.out.bias).chunk(2, -1)
+        return m, s
 
 
 class IAFTransform(_CachedLogDet):
@@ -307,5 +313,7 @@ class IAFHead(_FlowHead):
     def forward(self, h: torch.Tensor) -> Distribution:
         """A ``TransformedDistribution``: batch shape (B,), event (latent_dim,)."""
         base, context = self._base(h)
-        transforms: list[Transform] = [IAFTransform(made, context) for made in self.steps]
+        transforms: list[Transform] = [
+            IAFTransform(cast(MADE, made), context) for made in self.steps
+        ]
         return TransformedDistribution(base, transforms, validate_args=False)

@@ -33,6 +33,8 @@ class FullGaussianHead(PosteriorHead):
     (:func:`full_gaussian_kl`); other priors fall back to Monte Carlo.
     """
 
+    tril_index: torch.Tensor
+
     def __init__(self, in_features: int, latent_dim: int) -> None:
         super().__init__(in_features, latent_dim)
         d = latent_dim
@@ -96,14 +98,14 @@ def full_gaussian_kl(
     return 0.5 * (trace + mahalanobis - d) + scale_p.log().sum(-1) - log_det_q
 
 
-@register_kl(MultivariateNormal, StandardNormal)
+@register_kl(MultivariateNormal, StandardNormal)  # type: ignore[untyped-decorator]  # torch: no hints
 def _kl_full_standard(q: MultivariateNormal, p: StandardNormal) -> torch.Tensor:
     _check_event(q, p)
     return full_gaussian_kl(q.loc, q.scale_tril)
 
 
-@register_kl(MultivariateNormal, Independent)
-def _kl_full_diagonal(q: MultivariateNormal, p: Independent) -> torch.Tensor:
+@register_kl(MultivariateNormal, Independent)  # type: ignore[untyped-decorator]  # torch: no hints
+def _kl_full_diagonal(q: MultivariateNormal, p: Independent[Distribution]) -> torch.Tensor:
     # a diagonal Gaussian prior: torch's Independent(Normal, 1) or pyvae's DiagonalNormal
     if not (p.reinterpreted_batch_ndims == 1 and type(p.base_dist) is Normal):
         raise NotImplementedError  # no closed form here: pyvae.kl_divergence falls back to MC

@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -50,6 +50,7 @@ __all__ = [
 FORMAT = "pyvae-sampler"
 FORMAT_VERSION = "1"
 S = TypeVar("S", bound="LatentSampler")
+_C = TypeVar("_C", bound=type)
 
 
 class SamplerError(ValueError):
@@ -209,7 +210,12 @@ class LatentSampler(Configurable, abc.ABC):
 
 
 SAMPLERS: Registry[LatentSampler] = Registry("sampler", LatentSampler, "pyvae.samplers")
-register_sampler = SAMPLERS.register
+
+
+def register_sampler(name: str, *, overwrite: bool = False) -> Callable[[_C], _C]:
+    """Class decorator that registers a :class:`LatentSampler` subclass under ``name`` in
+    :data:`SAMPLERS` (``SAMPLERS.register``; see :meth:`pyvae.Registry.register`)."""
+    return SAMPLERS.register(name, overwrite=overwrite)
 
 
 def list_samplers(pattern: str | None = None) -> list[str]:

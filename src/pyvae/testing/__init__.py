@@ -34,7 +34,7 @@ import math
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.distributions import Distribution, Independent, Normal
@@ -170,7 +170,7 @@ def small_model(
     small = SMALL_MODEL_CONFIGS.get(name)
     if small is None:
         small = {k: v for k, v in SMALL_PART_ARGUMENTS.items() if k in accepted}
-    registries = {
+    registries: dict[str, Registry[Any]] = {
         "posterior": POSTERIORS,
         "likelihood": LIKELIHOODS,
         "prior": PRIORS,
@@ -537,16 +537,16 @@ def _check_compile(
         raise _fail(
             what, f"torch.compile(fullgraph=True, backend={backend!r}) failed: {exc}"
         ) from exc
-    tol = {"rtol": 1e-6, "atol": 1e-6} if backend == "eager" else {"rtol": 1e-4, "atol": 1e-5}
+    rtol, atol = (1e-6, 1e-6) if backend == "eager" else (1e-4, 1e-5)
     _expect(
-        torch.allclose(loss, eager_loss, **tol),
+        torch.allclose(loss, eager_loss, rtol=rtol, atol=atol),
         what,
         f"compiled loss {loss.item()} != eager {eager_loss.item()}",
     )
     _expect(grads.keys() == eager_grads.keys(), what, "compiled step: other parameters got grads")
     for name, grad in grads.items():
         _expect(
-            torch.allclose(grad, eager_grads[name], **tol),
+            torch.allclose(grad, eager_grads[name], rtol=rtol, atol=atol),
             what,
             f"compiled gradient of {name!r} differs from eager",
         )
@@ -562,7 +562,7 @@ def _build_part(
     """An instance from a name, dict or instance, with the context arguments its class takes;
     and its spec without them (for a model, which passes its own)."""
     if isinstance(spec, registry.base):
-        config = dict(spec.config)
+        config = dict(cast(Configurable, spec).config)  # every registry's base is Configurable
         return spec, {k: v for k, v in config.items() if k not in context}
     if isinstance(spec, str):
         spec = small_spec(registry, spec)
@@ -784,6 +784,8 @@ def _check_normalised(spec: dict[str, Any], part: Likelihood, what: str) -> None
     params = torch.tensor([[-1.3], [0.0], [0.7]], dtype=torch.float64)
     with torch.no_grad():
         support = one.distribution(params).support
+        if support is None:
+            raise _fail(what, f"{type(one).__name__}.distribution(params) has no support")
         base = getattr(support, "base_constraint", support)
         if base.is_discrete:
             dist = one.distribution(params)

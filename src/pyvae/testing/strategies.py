@@ -104,7 +104,9 @@ def _model_config(
         "latent_dim": draw(latent_dims()),
         **small,
     }
-    choices = [("num_classes", st.sampled_from([None, 2, 3]) if conditional else st.just(None))]
+    choices: list[tuple[str, st.SearchStrategy[Any]]] = [
+        ("num_classes", st.sampled_from([None, 2, 3]) if conditional else st.just(None))
+    ]
     if parts:
         choices += [
             ("posterior", part_specs(POSTERIORS)),
