@@ -23,6 +23,7 @@ from torch.distributions import AffineTransform, Distribution, Independent, Norm
 
 import pyvae
 from pyvae import testing
+from pyvae.posteriors import PointMass
 from pyvae.testing import ConformanceError, NotApplicable
 from pyvae.testing.strategies import model_configs
 
@@ -367,3 +368,18 @@ def test_kit_catches_a_config_that_does_not_rebuild(scoped: None) -> None:
     model = pyvae.MODELS.get("kit_forgets")(width=5, input_shape=(1, 8, 8), latent_dim=2)
     with pytest.raises(ConformanceError, match="state_dict has other names or shapes"):
         testing.check_model(model)
+
+
+def test_label_probe_reads_any_quantised_posterior() -> None:
+    # a plug-in's quantised posterior (not pyvae's QuantizedPosterior): the label check reads its
+    # continuous z_e, which a small change of the encoder's output moves; its rounded point not
+    class Rounded(PointMass):
+        def __init__(self, z_e: torch.Tensor) -> None:
+            super().__init__(z_e.round())
+            self.z_e = z_e
+
+    z_e = torch.tensor([[0.10, 0.20]])
+    probe = testing._label_probe
+    assert torch.equal(probe(Rounded(z_e)), z_e)
+    assert not torch.equal(probe(Rounded(z_e)), probe(Rounded(z_e + 0.01)))
+    assert torch.equal(probe(PointMass(z_e.round())), z_e.round())  # no z_e: the point

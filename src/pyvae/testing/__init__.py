@@ -283,11 +283,14 @@ def _step(model: BaseVAE, y: torch.Tensor | None) -> Callable[[torch.Tensor], to
 def _label_probe(posterior: Distribution) -> torch.Tensor:
     """What shows that the encoder read the label: the posterior's point, or for a quantised
     posterior the encoder's continuous output before quantisation (its point is piecewise
-    constant, so a small change of the encoder's output need not move it)."""
-    from pyvae.models.vqvae import QuantizedPosterior
+    constant, so a small change of the encoder's output need not move it).
 
-    if isinstance(posterior, QuantizedPosterior):
-        return posterior.z_e
+    A quantised posterior is any distribution with a tensor attribute ``z_e`` (the encoder's
+    output), the attribute the ``vq`` objective reads: pyvae's
+    :class:`~pyvae.models.vqvae.QuantizedPosterior` or a plug-in's own."""
+    z_e = getattr(posterior, "z_e", None)
+    if isinstance(z_e, torch.Tensor):
+        return z_e
     return latent_point(posterior)
 
 
@@ -318,13 +321,14 @@ def check_model(
     :class:`pyvae.VAEOutput` with data-shaped ``params``; ``loss`` finite :class:`pyvae.LossTerms`
     with per-example terms, whose gradient reaches every parameter (finite, not all zero); wrong
     inputs and labels are refused (a conditional model refuses a missing ``y``, an unconditional one
-    a given ``y``, and each label changes both encoder and decoder); eval mode is deterministic;
-    ``sample`` and ``log_likelihood`` work and are reproducible, or, for a model without a prior or
-    a posterior density (an autoencoder), refuse with a clear error; the IWAE bound is
-    differentiable; the model runs in float64; the config rebuilds it (``pyvae.build(model.config)``
-    with the ``state_dict``, and ``model.save`` then ``pyvae.load``) with identical outputs; with
-    ``compile=True`` a training step traces with ``torch.compile(fullgraph=True)`` and gives eager's
-    loss and gradients.
+    a given ``y``, and each label changes both encoder and decoder: the encoder's posterior point,
+    or a quantised posterior's ``z_e`` attribute, its output before quantisation); eval mode is
+    deterministic; ``sample`` and ``log_likelihood`` work and are reproducible, or, for a model
+    without a prior or a posterior density (an autoencoder), refuse with a clear error; the IWAE
+    bound is differentiable; the model runs in float64; the config rebuilds it
+    (``pyvae.build(model.config)`` with the ``state_dict``, and ``model.save`` then
+    ``pyvae.load``) with identical outputs; with ``compile=True`` a training step traces with
+    ``torch.compile(fullgraph=True)`` and gives eager's loss and gradients.
 
     The model is left in training mode with its gradients cleared.
 
