@@ -174,3 +174,24 @@ def test_unknown_activation_names_the_argument_and_the_choices() -> None:
         pyvae.build("mlp", activation="sigmoidal")
     with pytest.raises(pyvae.ConfigError, match="activation"):
         pyvae.build("ae", activation=3)
+
+
+def test_component_context_gives_each_part_its_model_arguments() -> None:
+    # the public hook a subclass overrides to size its parts (the ladder's top-layer prior)
+    seen = []
+
+    class Recording(pyvae.MLPVAE):
+        def component_context(self, role: str, **context: Any) -> dict[str, Any]:
+            seen.append((role, sorted(context)))
+            return super().component_context(role, **context)
+
+    Recording(input_shape=(4,), latent_dim=2, hidden_dims=[8])
+    assert seen == [
+        ("likelihood", ["event_shape"]),
+        ("prior", ["input_shape", "latent_dim"]),
+        ("objective", []),
+        ("posterior", ["in_features", "latent_dim"]),
+    ]
+    ladder = pyvae.build("ladder", input_shape=(4,), latent_dims=(3, 2), hidden_dims=[8])
+    assert ladder.component_context("prior", latent_dim=5) == {"latent_dim": 2}
+    assert ladder.component_context("likelihood", event_shape=(4,)) == {"event_shape": (4,)}

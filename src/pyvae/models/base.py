@@ -115,9 +115,23 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
                 f"serve a conditional model (num_classes={num_classes}); choose another prior"
             )
 
+    def component_context(self, role: str, **context: Any) -> dict[str, Any]:
+        """The model-given arguments of the part in ``role`` (``"likelihood"``, ``"prior"``,
+        ``"objective"`` or ``"posterior"``): a part given by name or config is built with those
+        its class takes, an instance must agree with them. By default ``context`` unchanged:
+        ``event_shape`` for the likelihood, ``latent_dim`` and ``input_shape`` for the prior,
+        ``in_features`` and ``latent_dim`` for the posterior, none for the objective.
+
+        A subclass whose part needs other values overrides it (the Ladder VAE gives its prior
+        ``latent_dim=latent_dims[-1]``, the size of its top layer). It is called inside
+        ``BaseVAE.__init__``: what it reads must be set before ``super().__init__(...)``.
+        """
+        return context
+
     def _component(self, registry: Registry[C], spec: Any, role: str, **context: Any) -> C:
-        """Build a part from a name or dict, filling in the ``context`` arguments its class
-        takes (e.g. ``latent_dim``), or adopt an instance that no other model owns."""
+        """Build a part from a name or dict, filling in the :meth:`component_context` arguments
+        its class takes (e.g. ``latent_dim``), or adopt an instance that no other model owns."""
+        context = self.component_context(role, **context)
         if isinstance(spec, registry.base):
             for key, value in context.items():
                 own = getattr(spec, key, None)

@@ -40,7 +40,6 @@ from pyvae.objectives import Objective
 from pyvae.outputs import VAEOutput
 from pyvae.posteriors import LOG_VAR_MAX, LOG_VAR_MIN
 from pyvae.priors import Prior
-from pyvae.registry import Registry
 
 __all__ = ["HierarchicalPrior", "LadderPosterior", "LadderVAE", "precision_weighted"]
 
@@ -250,7 +249,7 @@ class LadderVAE(BaseVAE):
         init: str = "he",
     ) -> None:
         dims = _layer_sizes(latent_dims, latent_dim)
-        self.latent_dims = dims  # read by _component to size the top layer's prior
+        self.latent_dims = dims  # read by component_context to size the top layer's prior
         super().__init__(
             input_shape=input_shape,
             latent_dim=sum(dims),
@@ -300,11 +299,13 @@ class LadderVAE(BaseVAE):
         )
         init_weights([self.encoder, self.decoder, self.up, self.q_heads, self.p_nets], init)
 
-    def _component(self, registry: Registry[Any], spec: Any, role: str, **context: Any) -> Any:
-        # the prior is the top layer's, of size latent_dims[-1]
+    def component_context(self, role: str, **context: Any) -> dict[str, Any]:
+        """The base class's, with ``latent_dim=latent_dims[-1]`` for the prior: it is the prior
+        of the top layer ``z_L``."""
+        context = super().component_context(role, **context)
         if role == "prior":
             context["latent_dim"] = self.latent_dims[-1]
-        return super()._component(registry, spec, role, **context)
+        return context
 
     # -- networks ------------------------------------------------------------------------------
     def _bottom_up(self, x: torch.Tensor, y: torch.Tensor | None) -> list[Gaussian]:
