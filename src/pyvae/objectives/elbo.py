@@ -72,6 +72,12 @@ def _positive_int(argument: str, value: object, *, zero: bool = False) -> int:
     return value
 
 
+def _is_one(weight: float | torch.Tensor) -> bool:
+    """A KL weight of exactly 1 (a Python number: no read from the device), skipped in the
+    loss (one multiplication less in each direction of every step)."""
+    return not isinstance(weight, torch.Tensor) and weight == 1
+
+
 def _check_schedule(spec: object) -> dict[str, Any]:
     """A validated copy of a schedule spec, with defaults filled in."""
     if not isinstance(spec, Mapping) or spec.get("name") not in _SCHEDULES:
@@ -291,7 +297,7 @@ class ELBO(Objective):
             penalty = per_dim.mean(0).clamp(min=self.free_bits).sum()
             loss = recon.mean() + weight * penalty
         else:
-            loss = (recon + weight * kl).mean()
+            loss = (recon + (kl if _is_one(weight) else weight * kl)).mean()
         extras: dict[str, torch.Tensor] = dict(parts)
         if self.schedule is not None:
             extras["beta"] = torch.as_tensor(weight, dtype=kl.dtype, device=kl.device).expand_as(kl)
