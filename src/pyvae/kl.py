@@ -12,7 +12,7 @@ them by type, and a pair a user registers for a more specific type wins over the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch.distributions import (
@@ -39,11 +39,6 @@ __all__ = [
 
 KLMethod = Literal["auto", "closed_form", "monte_carlo"]
 _METHODS = ("auto", "closed_form", "monte_carlo")
-
-if TYPE_CHECKING:
-    _IndependentNormal = Independent[Normal]
-else:  # older torch (pyproject allows 2.2): Independent may not be subscriptable at run time
-    _IndependentNormal = Independent
 
 
 def kl_divergence(
@@ -84,7 +79,8 @@ def kl_divergence(
     return q.log_prob(z) - p.log_prob(z)
 
 
-class DiagonalNormal(_IndependentNormal):
+# Independent, not Independent[Normal]: it is not subscriptable in every torch that pyvae allows
+class DiagonalNormal(Independent):  # type: ignore[type-arg]
     """A diagonal Gaussian N(loc, diag(scale^2)) over vectors: torch's
     ``Independent(Normal(loc, scale), 1)`` (it is one: ``isinstance`` checks, sampling,
     ``log_prob``, ``entropy`` and torch's own KL pairs all apply), as a type of its own so that
