@@ -33,6 +33,46 @@ def test_quick_run_writes_json_and_the_docs_page(tmp_path: Path) -> None:
     assert ("skipped" in iaf) == ("iaf" not in reproduce.pyvae.list_posteriors())
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_separate_runs_merge_into_one_page_with_paired_orderings(tmp_path: Path) -> None:
+    """Rows run as separate processes (one JSON each) merge into one page; the paired
+    differences are computed over the same test images and agree with the per-image NLLs."""
+    parts = []
+    for key in ("vae_burda", "iwae5_burda"):
+        parts.append(tmp_path / f"{key}.json")
+        reproduce.main(["--quick", "--entries", key, "--out", str(parts[-1])])
+    out, page = tmp_path / "all.json", tmp_path / "reproducing.md"
+    merged = reproduce.main(
+        [
+            "--merge",
+            *map(str, parts),
+            "--out",
+            str(out),
+            "--page",
+            str(page),
+            "--compare-epoch",
+            "1",
+        ]
+    )
+    vae, iwae = (merged["entries"][k] for k in ("vae_burda", "iwae5_burda"))
+    assert vae["subset"] == iwae["subset"] and len(vae["subset"]) == 50  # same seeded images
+    (ordering,) = merged["orderings"]
+    per_image = [
+        a - b
+        for a, b in zip(
+            iwae["train_curve"][-1]["nll_per_image"],
+            vae["train_curve"][-1]["nll_per_image"],
+            strict=True,
+        )
+    ]
+    assert ordering["difference"] == pytest.approx(sum(per_image) / len(per_image), abs=1e-3)
+    assert ordering["images"] == 50 and ordering["stderr"] > 0
+    text = page.read_text()
+    assert "IWAE k=5 < VAE" in text and "--entries iwae5_burda --epochs 1" in text
+    # the difference estimator: the whole test set's -ELBO minus the subset's mean gap
+    assert vae["nll"] == pytest.approx(vae["neg_elbo"] - vae["gap"], rel=1e-6)
+
+
 def test_every_entry_builds() -> None:
     for key, entry in reproduce.ENTRIES.items():
         if reproduce._missing(entry) is None:
