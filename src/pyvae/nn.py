@@ -40,7 +40,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 _GAINS = {"tanh": "tanh", "leaky_relu": "leaky_relu"}
 
 
-def check_activation(activation: str) -> str:
+def _check_activation(activation: str) -> str:
     """The name of a hidden-layer activation, checked against :data:`ACTIVATIONS`."""
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ConfigError(f"activation: expected one of {tuple(ACTIVATIONS)}, got {activation!r}")
@@ -49,7 +49,7 @@ def check_activation(activation: str) -> str:
 
 def activation_layer(activation: str) -> nn.Module:
     """A new module of the named activation (see :data:`ACTIVATIONS`)."""
-    return ACTIVATIONS[check_activation(activation)]()
+    return ACTIVATIONS[_check_activation(activation)]()
 
 
 def init_weights(modules: Sequence[nn.Module], init: str, activation: str = "relu") -> None:
@@ -64,7 +64,7 @@ def init_weights(modules: Sequence[nn.Module], init: str, activation: str = "rel
     """
     if init not in INITS:
         raise ConfigError(f"init: expected one of {INITS}, got {init!r}")
-    nonlinearity = _GAINS.get(check_activation(activation), "relu")
+    nonlinearity = _GAINS.get(_check_activation(activation), "relu")
     if init == "torch":
         return
     for module in modules:
@@ -81,7 +81,7 @@ def mlp(
     """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` with ``activation`` (ReLU by
     default) between them (and after the last one if ``final_activation``): maps (B, sizes[0])
     to (B, sizes[-1])."""
-    check_activation(activation)
+    _check_activation(activation)
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))

@@ -165,7 +165,7 @@ class DiagonalNormalMixture(MixtureSameFamily):
         return log_p.to(value.dtype)
 
 
-def mixture(weights: Categorical, components: Distribution) -> MixtureSameFamily:
+def _mixture(weights: Categorical, components: Distribution) -> MixtureSameFamily:
     """``MixtureSameFamily(weights, components)``; a :class:`DiagonalNormalMixture` (the fast
     ``log_prob``) when the components are diagonal Gaussians of batch shape (K,)."""
     diagonal = (
@@ -223,7 +223,7 @@ class MixtureOfGaussiansPrior(Prior):
         self.logits = nn.Parameter(torch.zeros(k))
 
     def forward(self) -> Distribution:
-        return mixture(
+        return _mixture(
             Categorical(logits=self.logits, validate_args=False),
             _diagonal_normal(self.loc, self.log_scale),
         )
@@ -261,4 +261,4 @@ class VampPrior(Prior):
         """p(z) = (1/K) sum_k q(z|u_k), with ``encode`` the model's encoder ``x -> q(z|x)``."""
         uniform = self.pseudo_inputs.new_zeros(self.n_components)
         weights = Categorical(logits=uniform, validate_args=False)
-        return mixture(weights, encode(self.pseudo_inputs))
+        return _mixture(weights, encode(self.pseudo_inputs))
