@@ -57,7 +57,8 @@ def test_bf16_autocast_trains_with_float32_loss_terms(
         for name, value in (("loss", terms.loss), ("recon", terms.recon), ("kl", terms.kl)):
             assert value.dtype == torch.float32, name
             assert torch.isfinite(value).all(), (name, step)
-        low = [r for r in recorder.seen if r[1] != torch.float32]
+        # float32 or wider (the mixture priors' log-density reduces in float64)
+        low = [r for r in recorder.seen if r[1] not in (torch.float32, torch.float64)]
         assert recorder.seen and not low, f"reductions below float32 in the loss: {low}"
         optimizer.zero_grad()
         terms.loss.backward()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import nn
 
@@ -37,7 +38,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 # the gain of torch.nn.init.calculate_gain for each activation (He-style N(0, gain^2 / fan_in))
-_GAINS = {"tanh": "tanh", "leaky_relu": "leaky_relu"}
+_Gain = Literal["relu", "tanh", "leaky_relu"]
+_GAINS: dict[str, _Gain] = {"tanh": "tanh", "leaky_relu": "leaky_relu"}
 
 
 def _check_activation(activation: str) -> str:
@@ -64,7 +66,7 @@ def init_weights(modules: Sequence[nn.Module], init: str, activation: str = "rel
     """
     if init not in INITS:
         raise ConfigError(f"init: expected one of {INITS}, got {init!r}")
-    nonlinearity = _GAINS.get(_check_activation(activation), "relu")
+    nonlinearity: _Gain = _GAINS.get(_check_activation(activation), "relu")
     if init == "torch":
         return
     for module in modules:
