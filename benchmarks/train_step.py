@@ -369,4 +369,71 @@ def overhead(name: str = "mlp", repeats: int = 2000) -> dict[str, float]:
         result["loss() from out, value checks off"] = timed(lambda: model.loss(x, out))
     finally:
         pyvae.set_validate_args(True)
+    result.update(fixed_cost())
     return result
+
+
+class _TinyHand(nn.Module):
+    """16 -> 8 -> (loc, log_var) of 2; 2 -> 8 -> 16 logits: pyvae's mlp with hidden_dims=(8,)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU())
+        self.head = nn.Linear(8, 4)
+        self.dec = nn.Sequential(
+            nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 16), nn.Unflatten(1, (1, 4, 4))
+        )
+
+
+def fixed_cost(rounds: int = 15, steps: int = 200) -> dict[str, float]:
+    """The time pyvae adds to every training step whatever the model's size, in microseconds:
+    a tiny model (batch 8 of 4x4 images, where the arithmetic costs almost nothing) against the
+    same hand-written model, in this thread's CPU time (``time.thread_time``: other processes on
+    a busy machine do not count), alternating, median over rounds. The ratio to a real model's
+    step is then ``hand / (hand + this)``."""
+    torch.manual_seed(0)
+    model = pyvae.build("mlp", input_shape=(1, 4, 4), latent_dim=2, hidden_dims=(8,))
+    hand = _TinyHand()
+    copy_weights(model, hand)
+    x = (torch.rand(8, 1, 4, 4) > 0.5).float()
+
+    def stepper(module: nn.Module, loss: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+        optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss(x).backward()
+            optimizer.step()
+
+        return step
+
+    variants = {
+        "hand": (stepper(hand, lambda v: hand_loss(hand, v)), True),
+        "on": (stepper(model, lambda v: pyvae_loss(model, v)), True),
+        "off": (stepper(model, lambda v: pyvae_loss(model, v)), False),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for key, (step, checks) in variants.items():
+            pyvae.set_validate_args(checks)
+            try:
+                for _ in range(10):
+                    step()
+                start = time.thread_time()
+                for _ in range(steps):
+                    step()
+                times[key].append(1e6 * (time.thread_time() - start) / steps)
+            finally:
+                pyvae.set_validate_args(True)
+    hand_us = median(times["hand"])
+    return {
+        "fixed cost per step, value checks on (tiny model, pyvae - hand-written)": median(
+            times["on"]
+        )
+        - hand_us,
+        "fixed cost per step, value checks off (tiny model, pyvae - hand-written)": median(
+            times["off"]
+        )
+        - hand_us,
+        "the tiny hand-written step itself": hand_us,
+    }
