@@ -341,7 +341,8 @@ def write_page(results: dict[str, Any], path: Path) -> None:
         "# Reproducing published results",
         "",
         "The protocol of the VAE literature on complete MNIST (`../shared/data/mnist-full`, the",
-        "official files; see [Data](data.md)): the 60,000 training images binarised dynamically",
+        "official files; see [Checkpoints and data](api/io.md)): the 60,000 training images",
+        "binarised dynamically",
         "(a fresh Bernoulli draw of every pixel at every pass, "
         "`ImageSet.loader(dynamic_binarization=True)`),",
         "the 10,000 test images binarised once (seeded, `ImageSet.binarized(seed)`), the test",
