@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -437,3 +438,54 @@ def fixed_cost(rounds: int = 15, steps: int = 200) -> dict[str, float]:
         - hand_us,
         "the tiny hand-written step itself": hand_us,
     }
+
+
+def compiled_graph_ops(name: str = "mlp") -> dict[str, dict[str, int]]:
+    """The ATen operations of the compiled forward + loss and of its backward, pyvae against the
+    hand-written model (``torch.compile(fullgraph=True)`` through ``aot_autograd``, no inductor:
+    the graphs inductor then fuses). A count, so it does not depend on the machine's load.
+    Returns ``{"forward": {...}, "backward": {...}}`` with the totals and each differing op as
+    ``"op": pyvae - hand``."""
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    def capture(store: dict[str, Counter[str]]) -> Callable[..., Any]:
+        def graph_counter(part: str) -> Callable[..., Any]:
+            def compiler(gm: torch.fx.GraphModule, inputs: Any) -> Callable[..., Any]:
+                store[part] = Counter(
+                    str(n.target) for n in gm.graph.nodes if n.op == "call_function"
+                )
+                return gm.forward
+
+            return compiler
+
+        def backend(gm: torch.fx.GraphModule, inputs: Any) -> Callable[..., Any]:
+            return aot_module_simplified(  # type: ignore[no-any-return]
+                gm,
+                inputs,
+                fw_compiler=graph_counter("forward"),
+                bw_compiler=graph_counter("backward"),
+            )
+
+        return backend
+
+    torch.manual_seed(0)
+    reference = pyvae.build(name)
+    hand = HAND[name]()
+    copy_weights(reference, hand)
+    x = mnist_images(BATCH)
+    counts = {}
+    for label, model, loss in (("pyvae", reference, pyvae_loss), ("hand", hand, hand_loss)):
+        store: dict[str, Counter[str]] = {}
+        fn = torch.compile(
+            lambda v, m=model, f=loss: f(m, v), backend=capture(store), fullgraph=True
+        )
+        fn(x).backward()
+        counts[label] = store
+    torch._dynamo.reset()
+    out: dict[str, dict[str, int]] = {}
+    for part in ("forward", "backward"):
+        a, b = counts["pyvae"][part], counts["hand"][part]
+        row = {"pyvae ops": sum(a.values()), "hand-written ops": sum(b.values())}
+        row.update({op: a[op] - b[op] for op in sorted(set(a) | set(b)) if a[op] != b[op]})
+        out[part] = row
+    return out
