@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import train_step  # noqa: E402
+from benchmarks import train_step
 
 
 @pytest.mark.slow
