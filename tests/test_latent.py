@@ -120,3 +120,25 @@ def test_latent_grid_follows_a_learned_prior() -> None:
                 p.add_(5.0)  # shift the mixture away from the origin
     _, vx, _ = latent_grid_points(model, 3)
     assert float(vx[1]) > 2.0  # the grid sits where the prior's mass is
+
+
+def test_encode_loader_encodes_a_conditional_model_with_the_labels() -> None:
+    """Each batch's labels reach the encoder: the means are those of encode(x, y), and differ
+    from encoding the same images with other labels; x-only batches and bad labels are refused,
+    naming the argument."""
+    torch.manual_seed(0)
+    model = pyvae.build("mlp", input_shape=(1, 6, 6), latent_dim=2, hidden_dims=[8], num_classes=3)
+    model.eval()
+    x, y = torch.rand(10, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    means, ys = encode_loader(model, DataLoader(TensorDataset(x, y), batch_size=4))
+    with torch.no_grad():
+        torch.testing.assert_close(means, model.encode(x, y).mean)
+        other = model.encode(x, (y + 1) % 3).mean
+    assert not torch.allclose(means, other)  # the labels matter, so they were used
+    assert ys is not None and torch.equal(ys, y)
+    with pytest.raises(ValueError, match=r"loader: a conditional model .* \(x, y\) batches"):
+        encode_loader(model, [x[:4]])
+    with pytest.raises(TypeError, match="y: expected integer class labels"):
+        encode_loader(model, [(x[:4], y[:4].float())])
+    with pytest.raises(ValueError, match=r"y: expected class labels in \[0, 2\]"):
+        encode_loader(model, [(x[:4], torch.tensor([0, 1, 2, 3]))])

@@ -96,9 +96,12 @@ def encode_loader(
             if model.num_classes is None:
                 y = None
             elif y is None:
-                raise ValueError("loader: a conditional model needs (x, y) batches to encode")
-            else:
-                y = y.to(device)
+                raise ValueError(
+                    f"loader: a conditional model (num_classes={model.num_classes}) encodes with "
+                    f"the labels: expected (x, y) batches, got batches of x alone"
+                )
+            else:  # shape, dtype and range checked, naming y
+                y = model.check_labels(y.to(device), x.shape[0])
             means.append(latent_point(model._encode(x.to(device, dtype), y)).cpu())
     if not means:
         raise ValueError("encode_loader: the loader yielded no batches")
