@@ -10,6 +10,12 @@ Figure builders return a ``matplotlib.figure.Figure`` (shown inline in a noteboo
 :func:`plot_manifold`, :func:`plot_interpolation`, :func:`plot_traversal`,
 :func:`plot_training_curves`.
 
+A conditional model (built with ``num_classes``) needs its labels, passed as the keyword ``y``
+everywhere: the labels (N,) of the inputs for reconstructions; a class (an int) to decode a
+manifold, a traversal or the interpolations with (or one class per pair); a class or several for
+samples (one row per class, columns sharing their z). An unconditional model refuses ``y``, and a
+conditional one refuses to draw without it; both errors name ``y``.
+
 matplotlib and scikit-learn (PCA, t-SNE) are optional: ``pip install 'pyvae[viz]'``.
 """
 
@@ -17,8 +23,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import operator
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +34,8 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
-from pyvae.latent import interpolate, latent_grid_points, traverse
+from pyvae.latent import _labels as _class_labels
+from pyvae.latent import interpolate, latent_grid, latent_grid_points, traverse
 from pyvae.models.base import BaseVAE
 
 if TYPE_CHECKING:
@@ -110,12 +118,86 @@ def _model_device_dtype(model: BaseVAE) -> tuple[torch.device, torch.dtype]:
     return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
 
 
-def _reconstruct(model: BaseVAE, x: torch.Tensor) -> torch.Tensor:
+# -- labels of a conditional model ---------------------------------------------------------------
+
+
+def _batch_labels(model: BaseVAE, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """The labels (n,) of n inputs, on the model's device, checked by ``model.check_labels``
+    (None for an unconditional model; a clear error naming ``y`` otherwise)."""
+    if isinstance(y, torch.Tensor):
+        y = y.to(_model_device_dtype(model)[0])
+    return model.check_labels(y, n)
+
+
+def _as_class(y: object) -> object:
+    """An integer-like class (a Python or numpy integer, a 0-d integer tensor) as an ``int``;
+    anything else unchanged (and refused by :func:`_one_class`)."""
+    if isinstance(y, bool):
+        return y
+    if isinstance(y, torch.Tensor):
+        if y.dim() == 0 and not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool):
+            return int(y)
+        return y
+    try:
+        return operator.index(y)  # type: ignore[arg-type]
+    except TypeError:
+        return y
+
+
+def _one_class(model: BaseVAE, y: object, hint: str = "") -> int | None:
+    """One class ``y`` to decode with: None for an unconditional model (which refuses a class),
+    an int in ``[0, num_classes)`` for a conditional one."""
+    if model.num_classes is None:
+        model.check_labels(y, 1)  # raises, naming y, unless y is None
+        return None
+    if y is None:
+        raise ValueError(
+            f"y: {type(model).__name__} is conditional (num_classes={model.num_classes}): pass "
+            f"the class to decode with, y=c with c in [0, {model.num_classes - 1}]{hint}"
+        )
+    y = _as_class(y)
+    _class_labels(model, y, 1, torch.device("cpu"))  # type: ignore[arg-type]  # raises, naming y
+    return y  # type: ignore[return-value]
+
+
+def _classes(model: BaseVAE, y: object, what: str) -> list[int]:
+    """A sequence (or 1-D integer tensor) of classes of a conditional model, as ints."""
+    if isinstance(y, torch.Tensor):
+        if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(
+                f"y: expected {what}: a class (int) or a 1-D integer tensor of classes, got a "
+                f"tensor of shape {tuple(y.shape)} and dtype {y.dtype}"
+            )
+        items: list[object] = [int(c) for c in y.tolist()]
+    elif isinstance(y, Iterable) and not isinstance(y, (str, bytes)):
+        items = [_as_class(c) for c in y]
+    else:
+        raise ValueError(f"y: expected {what}: a class (int) or a sequence of classes, got {y!r}")
+    if not items:
+        raise ValueError(f"y: expected {what}: at least one class, got an empty sequence")
+    k = model.num_classes or 0
+    bad = [c for c in items if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < k]
+    if bad:
+        raise ValueError(
+            f"y: the model is conditional: expected classes in [0, {k - 1}], got {bad[0]!r} "
+            f"in {list(items)!r}"
+        )
+    return items  # type: ignore[return-value]
+
+
+def _class_name(c: int, class_names: Sequence[str] | None) -> str:
+    if class_names is not None and 0 <= c < len(class_names):
+        return str(class_names[c])
+    return f"y = {c}"
+
+
+def _reconstruct(model: BaseVAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     device, dtype = _model_device_dtype(model)
+    labels = _batch_labels(model, y, x.shape[0])
     was_training = model.training
     model.eval()
     try:
-        return model.reconstruct(x.to(device, dtype))
+        return model.reconstruct(x.to(device, dtype), labels)
     finally:
         model.train(was_training)
 
@@ -123,19 +205,23 @@ def _reconstruct(model: BaseVAE, x: torch.Tensor) -> torch.Tensor:
 # -- tensors ------------------------------------------------------------------------------------
 
 
-def reconstruction_grid(model: BaseVAE, x: torch.Tensor, *, ncol: int = 8) -> torch.Tensor:
+def reconstruction_grid(
+    model: BaseVAE, x: torch.Tensor, *, y: torch.Tensor | None = None, ncol: int = 8
+) -> torch.Tensor:
     """Inputs beside their reconstructions: rows of ``ncol`` inputs, each followed by the row of
     their reconstructions (mean of p(x|z) at the posterior mean).
 
     Args:
         model: the model.
         x: inputs (N, *input_shape) (images: (N, C, H, W)).
+        y: a conditional model's labels of the inputs, integer tensor (N,) (each input is encoded
+            and decoded with its own label); None (required) for an unconditional model.
         ncol: images per row.
 
     Returns:
         (3, H', W') grid in [0, 1].
     """
-    recon = _reconstruct(model, x)
+    recon = _reconstruct(model, x, y)
     return _grid(_interleave([x.cpu(), recon.cpu()], ncol), ncol)
 
 
@@ -152,49 +238,91 @@ def _interleave(sets: Sequence[torch.Tensor], ncol: int) -> torch.Tensor:
     return torch.cat(chunks)
 
 
+def _samples(
+    model: BaseVAE,
+    n: int,
+    y: int | Sequence[int] | torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, list[int] | None]:
+    """The decoded samples of :func:`sample_grid`, and the classes of its rows (None unless
+    ``y`` holds one row per class)."""
+    device, _ = _model_device_dtype(model)
+    per_class = model.num_classes is not None and y is not None
+    if per_class and not isinstance(_as_class(y), int):
+        classes = _classes(model, y, "the classes of the rows")
+    else:
+        c = _one_class(
+            model, y, f", or several, e.g. y=range({model.num_classes}), for one row each"
+        )
+        labels = None if c is None else torch.full((n,), c, dtype=torch.long, device=device)
+        return model.sample(n, y=labels, generator=generator), None
+    if generator is None:  # the rows share their codes: one generator, rewound for each class
+        seed = int(torch.randint(0, 2**62, ()).item())  # from the global RNG (torch.manual_seed)
+        generator = torch.Generator(device=device).manual_seed(seed)
+    state = generator.get_state()
+    rows = []
+    for c in classes:
+        generator.set_state(state)
+        labels = torch.full((n,), c, dtype=torch.long, device=device)
+        rows.append(model.sample(n, y=labels, generator=generator))
+    return torch.cat(rows), classes
+
+
 def sample_grid(
     model: BaseVAE,
     n: int = 64,
     *,
+    y: int | Sequence[int] | torch.Tensor | None = None,
     ncol: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """``n`` samples from the prior, decoded (``model.sample``), as a grid (3, H', W') in [0, 1].
+    """Samples z ~ p(z), decoded (``model.sample``), as a grid (3, H', W') in [0, 1].
+
+    For a conditional model, ``y`` chooses the classes:
+
+    * one class ``c`` (an int): ``n`` samples, all decoded with label ``c``, in rows of ``ncol``;
+    * several classes (a sequence or 1-D integer tensor of K classes, e.g. ``range(10)``): one
+      row per class, ``n`` samples per row (K * n in all): row ``i`` is decoded with label
+      ``y[i]``, and column ``j`` uses the same draw z_j in every row, so rows differ only
+      through their label. The grid is (3, K * (H + 1) + 1, n * (W + 1) + 1).
 
     Args:
         model: the model.
-        n: number of samples.
-        ncol: images per row (default: about sqrt(n)).
+        n: number of samples (per row with several classes).
+        y: the class(es) of a conditional model, as above; None (required) for an
+            unconditional one.
+        ncol: images per row (default: about sqrt(n); with several classes, n: leave it out).
         generator: a seeded generator for reproducible samples.
     """
-    ncol = ncol or math.ceil(math.sqrt(n))
     was_training = model.training
     model.eval()
     try:
-        samples = model.sample(n, generator=generator)
+        samples, classes = _samples(model, n, y, generator)
     finally:
         model.train(was_training)
-    return _grid(samples, ncol)
+    if classes is not None:
+        if ncol is not None and ncol != n:
+            raise ValueError(
+                f"ncol: with one row per class (y holds {len(classes)} classes) each row holds "
+                f"the n={n} samples of its class; leave ncol out, got {ncol}"
+            )
+        return _grid(samples, n)
+    return _grid(samples, ncol or math.ceil(math.sqrt(n)))
 
 
 def manifold_grid(
-    model: BaseVAE, n: int = 15, *, dims: tuple[int, int] = (0, 1), seed: int = 0
+    model: BaseVAE,
+    n: int = 15,
+    *,
+    y: int | None = None,
+    dims: tuple[int, int] = (0, 1),
+    seed: int = 0,
 ) -> torch.Tensor:
     """The decoded ``n`` x ``n`` latent grid of :func:`pyvae.latent.latent_grid` as one image
-    (3, n*H, n*W), tiles touching, the highest ``z[dims[1]]`` at the top."""
-    codes, _, _ = latent_grid_points(model, n, dims=dims, seed=seed)
-    images = _decode_mean(model, codes)
+    (3, n*H, n*W), tiles touching, the highest ``z[dims[1]]`` at the top; a conditional model
+    decodes every tile with the class ``y`` (an int, required)."""
+    images = latent_grid(model, n, dims=dims, seed=seed, y=_one_class(model, y))
     return make_grid(_display(images), nrow=n, padding=0)
-
-
-def _decode_mean(model: BaseVAE, codes: torch.Tensor) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model.likelihood.mean(model.decode(codes))
-    finally:
-        model.train(was_training)
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -254,14 +382,30 @@ def plot_image_rows(
 
 
 def plot_reconstructions(
-    model: BaseVAE, x: torch.Tensor, *, ncol: int = 8, title: str | None = None
+    model: BaseVAE,
+    x: torch.Tensor,
+    *,
+    y: torch.Tensor | None = None,
+    ncol: int = 8,
+    title: str | None = None,
 ) -> Figure:
-    """Inputs (rows labelled "input") above their reconstructions ("reconstruction")."""
-    recon = _reconstruct(model, x)
+    """Inputs (rows labelled "input") above their reconstructions ("reconstruction").
+
+    Args:
+        model: the model.
+        x: inputs (N, *input_shape).
+        y: a conditional model's labels of the inputs, integer tensor (N,); None (required) for
+            an unconditional model.
+        ncol: images per row.
+        title: the figure title.
+    """
+    recon = _reconstruct(model, x, y)
+    given = "" if y is None else ", y"
     return plot_image_rows(
         [("input", x), ("reconstruction", recon)],
         ncol=ncol,
-        title=title or "inputs and their reconstructions (mean of p(x|z) at z = E[q(z|x)])",
+        title=title
+        or f"inputs and their reconstructions (mean of p(x|z{given}) at z = E[q(z|x{given})])",
     )
 
 
@@ -269,19 +413,55 @@ def plot_samples(
     model: BaseVAE,
     n: int = 64,
     *,
+    y: int | Sequence[int] | torch.Tensor | None = None,
     ncol: int | None = None,
     generator: torch.Generator | None = None,
+    class_names: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """A grid of ``n`` decoded samples z ~ p(z) (the mean of p(x|z))."""
-    ncol = ncol or math.ceil(math.sqrt(n))
-    grid = sample_grid(model, n, ncol=ncol, generator=generator)
-    nrow = math.ceil(n / ncol)
-    fig = _new_figure(max(3.5, 0.55 * ncol + 0.5), 0.55 * nrow + 0.7)
+    """Decoded samples z ~ p(z) (the mean of p(x|z)): a grid of ``n``, or for a conditional
+    model given several classes, one row per class (see :func:`sample_grid`).
+
+    Args:
+        model: the model.
+        n: number of samples (per class with several classes).
+        y: a conditional model's class (an int: ``n`` samples of that class) or classes (a
+            sequence or 1-D integer tensor of K classes: K rows of ``n``, labelled by class,
+            column j sharing the draw z_j); None (required) for an unconditional model.
+        ncol: images per row (one class: default about sqrt(n); several: n, leave it out).
+        generator: a seeded generator for reproducible samples.
+        class_names: names of the classes, indexed by label (row labels and title).
+        title: the figure title.
+    """
+    rows_are_classes = (
+        model.num_classes is not None and y is not None and not isinstance(_as_class(y), int)
+    )
+    grid = sample_grid(model, n, y=y, ncol=ncol, generator=generator)
+    if rows_are_classes:
+        classes = _classes(model, y, "the classes of the rows")
+        ncol, nrow = n, len(classes)
+    else:
+        ncol = ncol or math.ceil(math.sqrt(n))
+        nrow = math.ceil(n / ncol)
+    margin = 1.6 if rows_are_classes else 0.5
+    fig = _new_figure(max(3.5, 0.55 * ncol + margin), 0.55 * nrow + 0.7)
     ax = fig.subplots()
     _show(ax, grid)
+    if rows_are_classes:
+        h = int(model.input_shape[-2])
+        ax.set_yticks([_center(r, h) for r in range(len(classes))])
+        ax.set_yticklabels([_class_name(c, class_names) for c in classes])
+        ax.set_xticks([])
+        ax.tick_params(axis="y", length=0)
+        ax.set_title(
+            title
+            or f"{n} samples per class: z ~ p(z), decoded with the row's class (columns share z)"
+        )
+        return fig
     ax.set_axis_off()
-    ax.set_title(title or f"{n} samples: z ~ p(z), decoded")
+    c = _one_class(model, y)
+    of = "" if c is None else f" of {_class_name(c, class_names)}"
+    ax.set_title(title or f"{n} samples{of}: z ~ p(z), decoded")
     return fig
 
 
@@ -418,17 +598,30 @@ def plot_manifold(
     model: BaseVAE,
     n: int = 15,
     *,
+    y: int | None = None,
     dims: tuple[int, int] = (0, 1),
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Figure:
     """The decoded grid over a latent plane, axes ticked with the z values of the tiles.
 
     The grid values are the prior's 5%-95% quantiles along ``dims`` (see
     :func:`pyvae.latent.latent_grid_points`); other dimensions sit at the prior's median.
+
+    Args:
+        model: the model.
+        n: tiles per side (n * n in all).
+        y: a conditional model's class (an int), which every tile is decoded with; None
+            (required) for an unconditional model.
+        dims: the two latent dimensions of the plane.
+        seed: the seed of the prior samples whose quantiles make the grid.
+        class_names: names of the classes, indexed by label (title).
+        title: the figure title.
     """
-    codes, vx, vy = latent_grid_points(model, n, dims=dims, seed=seed)
-    images = _display(_decode_mean(model, codes))
+    c = _one_class(model, y)
+    _, vx, vy = latent_grid_points(model, n, dims=dims, seed=seed)
+    images = _display(latent_grid(model, n, dims=dims, seed=seed, y=c))
     grid = _grid(images, n)
     h, w = _tile_size(images)
     fig = _new_figure(6.4, 6.2)
@@ -442,42 +635,79 @@ def plot_manifold(
     ax.set_xlabel(f"$z_{{{dims[0] + 1}}}$")
     ax.set_ylabel(f"$z_{{{dims[1] + 1}}}$")
     rest = "" if model.latent_dim == 2 else "; other dimensions at the prior median"
-    ax.set_title(title or f"decoded latent grid, {n}x{n} prior quantiles 5%-95%{rest}")
+    of = "" if c is None else f" for {_class_name(c, class_names)}"
+    ax.set_title(title or f"decoded latent grid{of}, {n}x{n} prior quantiles 5%-95%{rest}")
     return fig
+
+
+def _pair_classes(model: BaseVAE, y: object, n_pairs: int) -> list[int | None]:
+    """One class per pair: all None (unconditional), one class repeated, or one per pair."""
+    if model.num_classes is None or y is None or isinstance(_as_class(y), int):
+        return [_one_class(model, y, ", or one class per pair")] * n_pairs
+    classes = _classes(model, y, "one class per pair")
+    if len(classes) != n_pairs:
+        raise ValueError(
+            f"y: expected one class per pair ({n_pairs}) or one class for all, got "
+            f"{len(classes)} classes"
+        )
+    return list(classes)
 
 
 def plot_interpolation(
     model: BaseVAE,
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
     *,
+    y: int | Sequence[int] | torch.Tensor | None = None,
     steps: int = 10,
     method: Literal["linear", "slerp"] = "linear",
+    class_names: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Figure:
     """For each pair of inputs, one row: input A, the decoded path between their codes
-    (``steps`` points, endpoints included), input B."""
+    (``steps`` points, endpoints included), input B.
+
+    Args:
+        model: the model.
+        pairs: pairs ``(x0, x1)`` of inputs, each of shape ``input_shape``.
+        y: a conditional model's class of each pair (a sequence or 1-D integer tensor with
+            one class per pair, or one int for all): both inputs of a pair are encoded, and
+            the path decoded, with it (so pair inputs of the same class make sense); None
+            (required) for an unconditional model.
+        steps: points on the path, endpoints included (>= 2).
+        method: ``"linear"`` or ``"slerp"`` (see :func:`pyvae.latent.interpolate_latents`).
+        class_names: names of the classes, indexed by label (row labels).
+        title: the figure title.
+    """
     if not pairs:
         raise ValueError("pairs: expected at least one (x0, x1) pair")
+    classes = _pair_classes(model, y, len(pairs))
     rows = []
-    for x0, x1 in pairs:
-        path = interpolate(model, x0, x1, steps, method=method).cpu()
+    for (x0, x1), c in zip(pairs, classes, strict=True):
+        path = interpolate(model, x0, x1, steps, method=method, y=c).cpu()
         ends = [x.reshape(1, *model.input_shape).cpu().to(path.dtype) for x in (x0, x1)]
         rows.append(torch.cat([ends[0], path, ends[1]]))
     images = _display(torch.cat(rows))
     ncol = steps + 2
     grid = _grid(images, ncol)
     h, w = _tile_size(images)
-    fig = _new_figure(max(5.0, 0.62 * ncol + 1.0), 0.65 * len(pairs) + 1.1)
+    margin = 1.0 if model.num_classes is None else 1.8
+    fig = _new_figure(max(5.0, 0.62 * ncol + margin), 0.65 * len(pairs) + 1.1)
     ax = fig.subplots()
     _show(ax, grid)
     labels = ["input A"] + [f"{t:.2f}" for t in np.linspace(0, 1, steps)] + ["input B"]
     ax.set_xticks([_center(i, w) for i in range(ncol)])
     ax.set_xticklabels(labels, rotation=90 if steps > 8 else 0, fontsize=8)
     ax.set_yticks([_center(r, h) for r in range(len(pairs))])
-    ax.set_yticklabels([f"pair {r + 1}" for r in range(len(pairs))])
+    ax.set_yticklabels(
+        [
+            f"pair {r + 1}" + ("" if c is None else f" ({_class_name(c, class_names)})")
+            for r, c in enumerate(classes)
+        ]
+    )
     ax.set_xlabel("t on the path between the codes of A and B (decoded)")
     ax.tick_params(length=0)
-    ax.set_title(title or f"{method} interpolation between posterior means")
+    given = "" if model.num_classes is None else ", encoded and decoded with the pair's class"
+    ax.set_title(title or f"{method} interpolation between posterior means{given}")
     return fig
 
 
@@ -487,12 +717,26 @@ def plot_traversal(
     dims: Sequence[int] | None = None,
     values: Sequence[float] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0),
     *,
+    y: int | None = None,
+    class_names: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Figure:
     """One row per latent dimension in ``dims``: the code ``z`` with that dimension set to each of
-    ``values``, decoded (shows what each dimension controls)."""
+    ``values``, decoded (shows what each dimension controls).
+
+    Args:
+        model: the model.
+        z: the code to start from, shape (latent_dim,).
+        dims: the dimensions to traverse (default: the first 10).
+        values: the values each dimension is set to (one column each).
+        y: a conditional model's class (an int), which every tile is decoded with; None
+            (required) for an unconditional model.
+        class_names: names of the classes, indexed by label (title).
+        title: the figure title.
+    """
+    c = _one_class(model, y)
     dims = list(range(min(model.latent_dim, 10))) if dims is None else list(dims)
-    images = _display(torch.cat([traverse(model, z, d, values).cpu() for d in dims]))
+    images = _display(torch.cat([traverse(model, z, d, values, y=c).cpu() for d in dims]))
     ncol = len(values)
     grid = _grid(images, ncol)
     h, w = _tile_size(images)
@@ -505,7 +749,8 @@ def plot_traversal(
     ax.set_yticklabels([f"$z_{{{d + 1}}}$" for d in dims])
     ax.set_xlabel("value of the traversed dimension")
     ax.tick_params(length=0)
-    ax.set_title(title or "latent traversals")
+    of = "" if c is None else f", decoded with {_class_name(c, class_names)}"
+    ax.set_title(title or f"latent traversals{of}")
     return fig
 
 
