@@ -506,6 +506,14 @@ def test_autoencoder_and_conditional_runs(tmp_path: Path) -> None:
     )
     evaluation = json.loads((tmp_path / "cvae" / "evaluation.json").read_text())
     assert evaluation["nll"] > 0 and evaluation["n"] == 16
+    # a conditional run gets every figure (drawn with the labels), and the report shows them
+    run = json.loads((tmp_path / "cvae" / "run.json").read_text())
+    figures = ["reconstructions.png", "samples.png", "latent.png", "manifold.png"]
+    figures += ["interpolation.png", "kl_per_dim.png", "curves.png"]
+    assert set(figures) <= set(run["files"]), run["files"]
+    page = (tmp_path / "cvae" / "report.html").read_text()
+    assert all(f'<img src="{f}"' in page for f in figures)
+    assert "One row per class" in page
     assert main(["eval", str(tmp_path / "cvae"), "--k", "2", "--no-save"]) == 0
 
 

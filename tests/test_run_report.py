@@ -8,8 +8,11 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 
-from pyvae.run_report import CAPTIONS, plot_kl_per_dimension, write_report
+import pyvae
+from pyvae import viz
+from pyvae.run_report import CAPTIONS, plot_kl_per_dimension, write_figures, write_report
 
 matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,3 +68,98 @@ def test_kl_chart_bars_and_bad_input() -> None:
         plot_kl_per_dimension([1.0, 2.0], active=[True])
     with pytest.raises(ValueError, match="kl_per_dim"):
         plot_kl_per_dimension([])
+
+
+HISTORY = [{"epoch": 1, "train_neg_elbo": 50.0, "train_recon": 45.0, "train_kl": 5.0}]
+FIGURES = [
+    "curves.png",
+    "reconstructions.png",
+    "samples.png",
+    "latent.png",
+    "manifold.png",
+    "interpolation.png",
+    "kl_per_dim.png",
+]
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[dict[str, object]]:
+    """Record the keyword arguments of each call of ``viz.<name>`` (the call still runs)."""
+    calls: list[dict[str, object]] = []
+    original = getattr(viz, name)
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append({"args": args, **kwargs})
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(viz, name, spy)
+    return calls
+
+
+def test_a_conditional_model_gets_every_figure_drawn_with_its_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model = pyvae.build(
+        "mlp", input_shape=(1, 8, 8), latent_dim=2, hidden_dims=[8], num_classes=3
+    ).eval()
+    images = torch.rand(12, 1, 8, 8)
+    labels = torch.tensor([2, 0, 1, 2, 0, 2, 1, 1, 2, 0, 2, 1])  # most common: 2
+    recon = _spy(monkeypatch, "plot_reconstructions")
+    samples = _spy(monkeypatch, "plot_samples")
+    manifold = _spy(monkeypatch, "plot_manifold")
+    interpolation = _spy(monkeypatch, "plot_interpolation")
+    names = ["zero", "one", "two"]
+    files = write_figures(
+        tmp_path, model, HISTORY, images, labels, classes=names, kl_per_dim=[1.0, 0.5]
+    )
+    assert files == FIGURES
+    assert all((tmp_path / f).stat().st_size > 1000 for f in files)
+    assert torch.equal(recon[0]["y"], labels)  # type: ignore[arg-type]
+    assert samples[0]["y"] == [0, 1, 2] and samples[0]["class_names"] == names
+    assert manifold[0]["y"] == 2
+    (call,) = interpolation
+    pairs, classes = call["args"][1], call["y"]  # type: ignore[index]
+    # the first two images of each class, encoded and decoded with that class
+    assert classes == [0, 1, 2]
+    for (x0, x1), c, (a, b) in zip(pairs, classes, [(1, 4), (2, 6), (0, 3)], strict=True):
+        assert torch.equal(x0, images[a]) and torch.equal(x1, images[b]) and labels[a] == c
+    page = write_report(tmp_path / "report.html", run_record() | {"model": model.config}, files)
+    text = page.read_text()
+    assert all(f'src="{f}"' in text for f in files)
+    assert "One row per class" in text and "of the same class" in text
+
+
+def test_an_unconditional_model_still_gets_its_figures_without_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model = pyvae.build("mlp", input_shape=(1, 8, 8), latent_dim=1, hidden_dims=[8]).eval()
+    recon = _spy(monkeypatch, "plot_reconstructions")
+    labels = torch.arange(10)
+    files = write_figures(tmp_path, model, HISTORY, torch.rand(10, 1, 8, 8), labels)
+    assert files == FIGURES[:-1]
+    assert recon[0]["y"] is None
+    page = write_report(tmp_path / "report.html", run_record() | {"model": model.config}, files)
+    assert "One row per class" not in page.read_text()
+    assert CAPTIONS["samples.png"] in page.read_text()
+
+
+def test_a_conditional_model_without_two_images_of_a_class_skips_interpolation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many classes: the samples show the first 20 (and say so); a 1-D latent space gets its
+    decoded line for the most common class (the smallest on ties); no class has two images,
+    so there is no interpolation."""
+    torch.manual_seed(0)
+    model = pyvae.build(
+        "mlp", input_shape=(1, 8, 8), latent_dim=1, hidden_dims=[8], num_classes=25
+    ).eval()
+    samples = _spy(monkeypatch, "plot_samples")
+    line = _spy(monkeypatch, "plot_traversal")
+    labels = torch.tensor([24, 3])
+    files = write_figures(tmp_path, model, HISTORY, torch.rand(2, 1, 8, 8), labels)
+    assert files == FIGURES[:-2]
+    assert samples[0]["y"] == list(range(20)) and "first 20 of 25 classes" in str(
+        samples[0]["title"]
+    )
+    assert line[0]["y"] == 3 and str(line[0]["title"]).endswith("y = 3")

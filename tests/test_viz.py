@@ -239,7 +239,7 @@ def test_conditional_manifold_interpolation_traversal_decode_with_the_class(
     )  # top-left tile
     assert not torch.allclose(grids[0], grids[1])
     fig = viz.plot_manifold(cvae, 3, y=torch.tensor(1), class_names=["a", "b", "c"])
-    assert fig.axes[0].get_title().startswith("decoded latent grid for b, 3x3")
+    assert fig.axes[0].get_title().startswith("decoded latent grid for class b, 3x3")
 
     torch.manual_seed(2)
     x = torch.rand(4, 1, H, H)

@@ -38,6 +38,20 @@ CAPTIONS: dict[str, str] = {
     "manifold.png": "The decoder over a grid of the latent plane (prior quantiles 5%-95%).",
     "interpolation.png": "Decoded straight paths between the codes of two evaluation images.",
 }
+# a conditional model's figures use the labels: their captions say how
+_CONDITIONAL_CAPTIONS: dict[str, str] = {
+    "reconstructions.png": "Evaluation images (input rows) and their reconstructions, each "
+    "encoded and decoded with its own label.",
+    "samples.png": "One row per class: draws z ~ p(z) decoded to the mean of p(x|z, y) with the "
+    "row's label; each column uses the same z in every row.",
+    "latent.png": "Posterior means E[q(z|x, y)] of the evaluation images (encoded with their "
+    "labels), coloured by class.",
+    "manifold.png": "The decoder over a grid of the latent plane (prior quantiles 5%-95%), with "
+    "the one class named in its title.",
+    "interpolation.png": "Decoded straight paths between the codes of two evaluation images of "
+    "the same class, encoded and decoded with that class.",
+}
+_MAX_CLASS_ROWS = 20  # the samples figure of a conditional model shows at most this many classes
 DIAGNOSTIC_CAPTIONS: dict[str, str] = {
     "kl_per_dim.png": "KL(q(z_d|x) || p(z_d)) per latent dimension, mean over the evaluation "
     "images (nats); grey bars: inactive dimensions (posterior collapse).",
@@ -98,6 +112,18 @@ def _interpolation_pairs(labels: torch.Tensor) -> list[tuple[int, int]]:
     return pairs
 
 
+def _same_class_pairs(labels: torch.Tensor, most: int = 4) -> list[tuple[int, int]]:
+    """The first two images of each class, for the first ``most`` classes that have two."""
+    pairs = []
+    for c in sorted({int(v) for v in labels.tolist()}):
+        (index,) = torch.nonzero(labels == c, as_tuple=True)
+        if len(index) >= 2:
+            pairs.append((int(index[0]), int(index[1])))
+        if len(pairs) == most:
+            break
+    return pairs
+
+
 def write_figures(
     out: str | os.PathLike[str],
     model: BaseVAE,
@@ -112,15 +138,20 @@ def write_figures(
 ) -> list[str]:
     """Draw a run's figures into the folder ``out``; returns the file names written.
 
-    A model without a prior (the autoencoder) gets no samples or manifold; a conditional model
-    gets the training curves and the KL chart only (the image figures take no labels yet).
+    A model without a prior (the autoencoder) gets no samples or manifold. A conditional model
+    (``num_classes``) gets the same figures, drawn with the labels: reconstructions with each
+    image's label, one row of 8 samples per class (the first 20 classes) sharing their codes,
+    the latent means encoded with their labels, the manifold decoded with the most common
+    evaluation class, and interpolations between two images of the same class, encoded and
+    decoded with it (no ``interpolation.png`` when no class has two evaluation images).
 
     Args:
         out: an existing folder.
         model: the trained model.
         history: the training history (rows with ``epoch`` and the curves' keys).
         images: evaluation images (N, *input_shape), N >= 2.
-        labels: their labels (N,) (colours of the latent plot, interpolation pairs).
+        labels: their integer labels (N,) (colours of the latent plot, interpolation pairs; the
+            labels a conditional model encodes and decodes with).
         classes: the class names, indexed by label.
         seed: the seed of the samples and the 2-D embeddings.
         kl_per_dim: the KL per dimension, for ``kl_per_dim.png`` (skipped when None).
@@ -141,37 +172,76 @@ def write_figures(
         written.append(name)
 
     device = next(model.parameters()).device
+    num_classes = getattr(model, "num_classes", None)
+    names = list(classes) or None
     save(viz.plot_training_curves(list(history)), "curves.png")
-    if getattr(model, "num_classes", None) is not None:
-        # the image figures of pyvae.viz take no labels yet: a conditional model gets the curves
-        # and the KL chart only
-        if kl_per_dim is not None:
-            save(plot_kl_per_dimension(kl_per_dim, active=active), "kl_per_dim.png")
-        return written
-    save(viz.plot_reconstructions(model, images[:16].to(device)), "reconstructions.png")
+    shown = slice(0, 16)
+    save(
+        viz.plot_reconstructions(
+            model,
+            images[shown].to(device),
+            y=None if num_classes is None else labels[shown].to(device),
+        ),
+        "reconstructions.png",
+    )
     has_prior = getattr(model, "prior", None) is not None  # an autoencoder cannot sample
     if has_prior:
         generator = torch.Generator(device=device).manual_seed(seed)
-        save(viz.plot_samples(model, 64, generator=generator), "samples.png")
+        if num_classes is None:
+            save(viz.plot_samples(model, 64, generator=generator), "samples.png")
+        else:
+            rows = list(range(min(num_classes, _MAX_CLASS_ROWS)))
+            title = None
+            if len(rows) < num_classes:
+                title = (
+                    f"8 samples of each of the first {len(rows)} of {num_classes} classes: "
+                    f"z ~ p(z), decoded with the row's class (columns share z)"
+                )
+            save(
+                viz.plot_samples(
+                    model, 8, y=rows, generator=generator, class_names=names, title=title
+                ),
+                "samples.png",
+            )
     loader = DataLoader(TensorDataset(images, labels), batch_size=256)
-    means, ys = encode_loader(model, loader)
+    means, ys = encode_loader(model, loader)  # a conditional model encodes with the labels
     save(
-        viz.plot_latent(means, ys, class_names=list(classes) or None, max_points=1500, seed=seed),
+        viz.plot_latent(means, ys, class_names=names, max_points=1500, seed=seed),
         "latent.png",
     )
+    # a conditional model's manifold: its most common evaluation class (the smallest on ties)
+    c = None if num_classes is None else int(torch.bincount(labels.long().cpu()).argmax())
     if not has_prior:
         pass  # the manifold spans the prior's quantiles
     elif model.latent_dim >= 2:
-        save(viz.plot_manifold(model, 15, seed=seed), "manifold.png")
+        save(viz.plot_manifold(model, 15, y=c, seed=seed, class_names=names), "manifold.png")
     else:
         z = torch.zeros(1, device=device)
         values = [float(v) for v in torch.linspace(-2.5, 2.5, 11)]
+        of = "" if c is None else f", {viz._class_name(c, names, 'class ')}"
         save(
-            viz.plot_traversal(model, z, [0], values, title="decoded z_1 (1-D latent space)"),
+            viz.plot_traversal(
+                model, z, [0], values, y=c, title=f"decoded z_1 (1-D latent space){of}"
+            ),
             "manifold.png",
         )
-    pairs = [(images[a].to(device), images[b].to(device)) for a, b in _interpolation_pairs(labels)]
-    save(viz.plot_interpolation(model, pairs, steps=10), "interpolation.png")
+    if num_classes is None:
+        pairs = _interpolation_pairs(labels)
+        pair_classes = None
+    else:  # two images of the same class, encoded and decoded with it
+        pairs = _same_class_pairs(labels)
+        pair_classes = [int(labels[a]) for a, _ in pairs]
+    if pairs:
+        save(
+            viz.plot_interpolation(
+                model,
+                [(images[a].to(device), images[b].to(device)) for a, b in pairs],
+                y=pair_classes,
+                steps=10,
+                class_names=names,
+            ),
+            "interpolation.png",
+        )
     if kl_per_dim is not None:
         save(plot_kl_per_dimension(kl_per_dim, active=active), "kl_per_dim.png")
     return written
@@ -254,6 +324,8 @@ def write_report(
         )
 
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in ev.get("notes", []))
+    conditional = run["model"].get("num_classes") is not None
+    captions = _CONDITIONAL_CAPTIONS if conditional else {}
     page = Template((resources.files("pyvae") / "templates" / "report.html").read_text("utf-8"))
     text = page.substitute(
         model_name=esc(str(run["model"]["name"])),
@@ -270,7 +342,7 @@ def write_report(
         diagnostic_figures="\n".join(
             figure(n, c) for n, c in DIAGNOSTIC_CAPTIONS.items() if n in files
         ),
-        figures="\n".join(figure(n, c) for n, c in CAPTIONS.items() if n in files),
+        figures="\n".join(figure(n, captions.get(n, c)) for n, c in CAPTIONS.items() if n in files),
         links=" · ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in files),
         folder=esc(folder if folder is not None else str(path.parent)),
     )

@@ -185,9 +185,10 @@ def _classes(model: BaseVAE, y: object, what: str) -> list[int]:
     return items  # type: ignore[return-value]
 
 
-def _class_name(c: int, class_names: Sequence[str] | None) -> str:
+def _class_name(c: int, class_names: Sequence[str] | None, prefix: str = "") -> str:
+    """The name of class ``c`` (with ``prefix``, e.g. "class "), or ``"y = c"`` unnamed."""
     if class_names is not None and 0 <= c < len(class_names):
-        return str(class_names[c])
+        return f"{prefix}{class_names[c]}"
     return f"y = {c}"
 
 
@@ -460,7 +461,7 @@ def plot_samples(
         return fig
     ax.set_axis_off()
     c = _one_class(model, y)
-    of = "" if c is None else f" of {_class_name(c, class_names)}"
+    of = "" if c is None else f" of {_class_name(c, class_names, 'class ')}"
     ax.set_title(title or f"{n} samples{of}: z ~ p(z), decoded")
     return fig
 
@@ -635,7 +636,7 @@ def plot_manifold(
     ax.set_xlabel(f"$z_{{{dims[0] + 1}}}$")
     ax.set_ylabel(f"$z_{{{dims[1] + 1}}}$")
     rest = "" if model.latent_dim == 2 else "; other dimensions at the prior median"
-    of = "" if c is None else f" for {_class_name(c, class_names)}"
+    of = "" if c is None else f" for {_class_name(c, class_names, 'class ')}"
     ax.set_title(title or f"decoded latent grid{of}, {n}x{n} prior quantiles 5%-95%{rest}")
     return fig
 
@@ -700,7 +701,7 @@ def plot_interpolation(
     ax.set_yticks([_center(r, h) for r in range(len(pairs))])
     ax.set_yticklabels(
         [
-            f"pair {r + 1}" + ("" if c is None else f" ({_class_name(c, class_names)})")
+            f"pair {r + 1}" + ("" if c is None else f" ({_class_name(c, class_names, 'class ')})")
             for r, c in enumerate(classes)
         ]
     )
@@ -749,7 +750,7 @@ def plot_traversal(
     ax.set_yticklabels([f"$z_{{{d + 1}}}$" for d in dims])
     ax.set_xlabel("value of the traversed dimension")
     ax.tick_params(length=0)
-    of = "" if c is None else f", decoded with {_class_name(c, class_names)}"
+    of = "" if c is None else f", decoded with {_class_name(c, class_names, 'class ')}"
     ax.set_title(title or f"latent traversals{of}")
     return fig
 
