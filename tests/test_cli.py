@@ -466,7 +466,9 @@ def test_tensorboard_logs_and_eval_output_checks(
     assert json.loads((tmp_path / "r.json").read_text())["k"] == 1
 
 
-def test_autoencoder_and_conditional_runs(tmp_path: Path) -> None:
+def test_autoencoder_and_conditional_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tiny = ["--epochs", "1", "--limit", "64", "--eval-limit", "16", "--k", "2", "--no-progress"]
     assert (
         main(
@@ -514,6 +516,22 @@ def test_autoencoder_and_conditional_runs(tmp_path: Path) -> None:
     page = (tmp_path / "cvae" / "report.html").read_text()
     assert all(f'<img src="{f}"' in page for f in figures)
     assert "One row per class" in page
+    # pyvae sample: one row per class by default, --class picks them; an unconditional model
+    # refuses --class
+    model = pyvae.load(tmp_path / "cvae")
+    side = model.input_shape[-1] + 1
+    out = tmp_path / "s.png"
+    assert main(["sample", str(tmp_path / "cvae"), "-n", "3", "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size == (3 * side + 1, 10 * side + 1)  # 10 rows of 3
+    two = ["--class", "2", "--class", "7"]
+    assert main(["sample", str(tmp_path / "cvae"), "-n", "3", *two, "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size == (3 * side + 1, 2 * side + 1)
+    code, err = _error(["sample", str(tmp_path / "cvae"), "--class", "10"], capsys)
+    assert code == 2 and "--class: expected a class in [0, 9], got 10" in err
+    code, err = _error(["sample", str(tmp_path / "ae"), "--class", "1"], capsys)
+    assert code == 2 and "--class: Autoencoder is unconditional" in err
     assert main(["eval", str(tmp_path / "cvae"), "--k", "2", "--no-save"]) == 0
 
 

@@ -335,10 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode samples z ~ p(z) of a saved model into a PNG grid.",
     )
     p.add_argument("run", help="a run folder or a checkpoint (.safetensors)")
-    p.add_argument("-n", type=_positive_int, default=64, help="number of samples; default 64")
+    p.add_argument(
+        "-n",
+        type=_positive_int,
+        default=64,
+        help="number of samples (per class for a conditional model); default 64",
+    )
     p.add_argument("--out", default=None, help="the PNG to write (default RUN/samples_N.png)")
     p.add_argument("--seed", type=int, default=0, help="default %(default)s")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--class",
+        dest="classes",
+        type=int,
+        action="append",
+        default=None,
+        metavar="C",
+        help="a conditional model's class to draw; repeat it for one row per class (default: "
+        "every class, one row each, -n samples per row, columns sharing their z)",
+    )
     p.add_argument(
         "--sampler",
         default=None,
@@ -970,17 +985,38 @@ def _stored_data(path: Path, stored: object) -> dict[str, Any]:
     return stored
 
 
+def _sample_classes(model: Any, classes: list[int] | None) -> int | list[int] | None:
+    """``--class``: None for an unconditional model; for a conditional one, one class (an int)
+    or the classes of the rows (default: all of them)."""
+    k = model.num_classes
+    if k is None:
+        if classes:
+            raise UsageError(
+                f"--class: {type(model).__name__} is unconditional (num_classes=None) and takes "
+                f"no class; leave --class out"
+            )
+        return None
+    if classes is None:
+        return list(range(k))
+    bad = [c for c in classes if not 0 <= c < k]
+    if bad:
+        raise UsageError(f"--class: expected a class in [0, {k - 1}], got {bad[0]}")
+    return classes[0] if len(classes) == 1 else list(classes)
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from pyvae.checkpoint import load, read_info
-    from pyvae.viz import sample_grid, save_grid
+    from pyvae.viz import _grid, sample_grid, save_grid
 
     device = _device(args.device)
     info = read_info(args.run)
     model = load(info.path, map_location=device)
-    values = args.n * math.prod(model.input_shape)
+    rows = _sample_classes(model, args.classes)
+    count = args.n * (len(rows) if isinstance(rows, list) else 1)
+    values = count * math.prod(model.input_shape)
     if values > _MAX_SAMPLE_VALUES:  # a conv model's weights do not bound its image size
         raise UsageError(
-            f"-n {args.n}: {args.n} samples of shape {tuple(model.input_shape)} are {values} "
+            f"-n {args.n}: {count} samples of shape {tuple(model.input_shape)} are {values} "
             f"values, more than {_MAX_SAMPLE_VALUES}; ask for fewer samples"
         )
     out = Path(args.out) if args.out else info.path.parent / f"samples_{args.n}.png"
@@ -988,11 +1024,24 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: expected a .png or .jpg file, got {out}")
     if args.sampler is None:
         generator = torch.Generator(device=device).manual_seed(args.seed)
-        save_grid(sample_grid(model, args.n, generator=generator), out)
+        save_grid(sample_grid(model, args.n, y=rows, generator=generator), out)
     else:
         sampler = _fitted_sampler(args.sampler, model, info)
-        save_grid(sampler.sample(args.n, generator=torch.Generator().manual_seed(args.seed)), out)
-    print(f"wrote {args.n} samples to {out}")
+        generator = torch.Generator().manual_seed(args.seed)
+        if rows is None:
+            save_grid(sampler.sample(args.n, generator=generator), out)
+        else:  # one class, or one row per class with the codes shared down the columns
+            state = generator.get_state()
+            images = []
+            for c in [rows] if isinstance(rows, int) else rows:
+                generator.set_state(state)
+                y = torch.full((args.n,), c, dtype=torch.long, device=device)
+                images.append(sampler.sample(args.n, y=y, generator=generator))
+            batch = torch.cat(images)
+            save_grid(batch if isinstance(rows, int) else _grid(batch, args.n), out)
+    by_class = "" if not isinstance(rows, list) else f", one row of {args.n} per class {rows}"
+    of = "" if not isinstance(rows, int) else f" of class {rows}"
+    print(f"wrote {count} samples{of} to {out}{by_class}")
     return 0
 
 
