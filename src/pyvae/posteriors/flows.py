@@ -179,8 +179,13 @@ class MADE(nn.Module):
         )
         out_mask = (order[:, None] > hidden_degree[None, :]).float()
         self.register_buffer("out_mask", torch.cat([out_mask, out_mask]), persistent=False)
-        with torch.no_grad():  # a forget-gate bias: sigmoid(s) near 1, each step near identity
-            self.out.bias[d:].fill_(1.5)
+        self.after_init_weights()
+
+    def after_init_weights(self) -> None:
+        """The forget-gate bias: ``sigmoid(s)`` starts near 1 (s = 1.5), each step near the
+        identity (called again by :func:`pyvae.nn.init_weights` after it re-initialises)."""
+        with torch.no_grad():
+            self.out.bias[self.out.out_features // 2 :].fill_(1.5)
 
     def forward(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(m, s)`` for z of shape (*, B, D) and a context h of shape (B, context)."""

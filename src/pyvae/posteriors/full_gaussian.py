@@ -46,9 +46,14 @@ class FullGaussianHead(PosteriorHead):
         index = torch.full((d * d,), self.n_off, dtype=torch.long)
         index[rows * d + cols] = torch.arange(self.n_off)
         self.register_buffer("tril_index", index, persistent=False)
-        with torch.no_grad():  # start as the diagonal head: correlations are learned, not random
-            self.linear.weight[2 * d :].zero_()
-            self.linear.bias[2 * d :].zero_()
+        self.after_init_weights()
+
+    def after_init_weights(self) -> None:
+        """Start as the diagonal head (the off-diagonal outputs zero): correlations are learned,
+        not random (called again by :func:`pyvae.nn.init_weights` after it re-initialises)."""
+        with torch.no_grad():
+            self.linear.weight[2 * self.latent_dim :].zero_()
+            self.linear.bias[2 * self.latent_dim :].zero_()
 
     def forward(self, h: torch.Tensor) -> Distribution:
         """A ``MultivariateNormal(loc, scale_tril=L)``: batch shape (B,), event (latent_dim,)."""
