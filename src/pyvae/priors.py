@@ -139,11 +139,11 @@ class DiagonalNormalMixture(MixtureSameFamily):
     With precisions ``w_k = 1 / scale_k^2``, the quadratic form of component k is
     ``sum_d w_kd (z_d - loc_kd)^2 = (z^2) . w_k - 2 z . (w_k loc_k) + loc_k^2 . w_k``: for
     values of shape (..., D) that is ``(..., D) @ (D, K)`` products, not ~10 elementwise passes
-    over a (..., K, D) tensor (for the VampPrior, K = 500, D = 40: 20x faster per training step,
-    and what makes its k = 5000 test NLL affordable). The expansion cancels where z is close to a
-    component with a small scale, so it is computed in float64 (float32 on MPS, which has no
-    float64) and the result is cast back to torch's dtype for it (the value's and the components'
-    promoted). Sampling, ``mean`` and
+    over a (..., K, D) tensor (a VampPrior model with K = 500, D = 40 and 300-300 networks:
+    231 -> 90 ms per training step on one CPU thread; it also makes its k = 5000 test NLL
+    affordable). The expansion cancels where z is close to a component with a small scale, so it
+    is computed in float64 (float32 on MPS, which has no float64) and the result is cast back to
+    torch's dtype for it (the value's and the components' promoted). Sampling, ``mean`` and
     ``variance`` are torch's.
     """
 
