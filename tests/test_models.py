@@ -195,3 +195,12 @@ def test_component_context_gives_each_part_its_model_arguments() -> None:
     ladder = pyvae.build("ladder", input_shape=(4,), latent_dims=(3, 2), hidden_dims=[8])
     assert ladder.component_context("prior", latent_dim=5) == {"latent_dim": 2}
     assert ladder.component_context("likelihood", event_shape=(4,)) == {"event_shape": (4,)}
+
+
+def test_reference_parameter_is_the_first_of_parameters(model: BaseVAE) -> None:
+    """The dtype/device reference of the input checks, found by a direct walk, is exactly
+    ``next(model.parameters())``, also after moving the model."""
+    assert model._reference_tensor() is next(model.parameters())
+    model = model.double()
+    assert model._reference_tensor() is next(model.parameters())
+    assert model._reference_tensor().dtype == torch.float64
