@@ -163,3 +163,21 @@ def test_a_conditional_model_without_two_images_of_a_class_skips_interpolation(
         samples[0]["title"]
     )
     assert line[0]["y"] == 3 and str(line[0]["title"]).endswith("y = 3")
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_labels_outside_a_conditional_models_classes_are_refused_by_name(
+    tmp_path: Path, validate: bool
+) -> None:
+    """The figures count and index by label: the range is checked even with the model's value
+    checks off (before, a negative label failed inside torch.bincount)."""
+    model = pyvae.build(
+        "mlp", input_shape=(1, 8, 8), latent_dim=2, hidden_dims=[8], num_classes=3
+    ).eval()
+    model.validate_args = validate
+    images = torch.rand(4, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"labels: .*num_classes=3 .*\[0, 2\], got .* -1 to 2"):
+        write_figures(tmp_path, model, HISTORY, images, torch.tensor([0, -1, 2, 1]))
+    with pytest.raises(ValueError, match=r"labels: expected integer labels of shape \(4,\)"):
+        write_figures(tmp_path, model, HISTORY, images, torch.zeros(4))
+    assert not list(tmp_path.iterdir())  # refused before drawing anything

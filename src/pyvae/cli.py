@@ -1006,7 +1006,7 @@ def _sample_classes(model: Any, classes: list[int] | None) -> int | list[int] | 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from pyvae.checkpoint import load, read_info
-    from pyvae.viz import _grid, sample_grid, save_grid
+    from pyvae.viz import sample_grid, save_grid
 
     device = _device(args.device)
     info = read_info(args.run)
@@ -1038,7 +1038,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 y = torch.full((args.n,), c, dtype=torch.long, device=device)
                 images.append(sampler.sample(args.n, y=y, generator=generator))
             batch = torch.cat(images)
-            save_grid(batch if isinstance(rows, int) else _grid(batch, args.n), out)
+            save_grid(batch, out, ncol=None if isinstance(rows, int) else args.n)
     by_class = "" if not isinstance(rows, list) else f", one row of {args.n} per class {rows}"
     of = "" if not isinstance(rows, int) else f" of class {rows}"
     print(f"wrote {count} samples{of} to {out}{by_class}")

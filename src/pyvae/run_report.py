@@ -165,6 +165,22 @@ def write_figures(
         raise ValueError(
             f"images: the figures need at least 2 evaluation images, got {len(images)}"
         )
+    if labels.shape != (len(images),) or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"labels: expected integer labels of shape ({len(images)},), got dtype "
+            f"{labels.dtype} and shape {tuple(labels.shape)}"
+        )
+    num_classes = getattr(model, "num_classes", None)
+    if (
+        num_classes is not None
+        and len(labels)
+        and not (0 <= labels.min() <= labels.max() < num_classes)
+    ):
+        # checked here whatever the model's checks: the figures index and count by label
+        raise ValueError(
+            f"labels: a conditional model with num_classes={num_classes} needs labels in "
+            f"[0, {num_classes - 1}], got values from {int(labels.min())} to {int(labels.max())}"
+        )
     written: list[str] = []
 
     def save(fig: Any, name: str) -> None:
@@ -172,7 +188,6 @@ def write_figures(
         written.append(name)
 
     device = next(model.parameters()).device
-    num_classes = getattr(model, "num_classes", None)
     names = list(classes) or None
     save(viz.plot_training_curves(list(history)), "curves.png")
     shown = slice(0, 16)

@@ -94,13 +94,14 @@ def _grid(images: torch.Tensor, ncol: int, padding: int = 1) -> torch.Tensor:
     return make_grid(_display(images), nrow=ncol, padding=padding, pad_value=PAD_VALUE)
 
 
-def save_grid(grid: torch.Tensor, path: str | os.PathLike[str]) -> Path:
-    """Write an image grid (3, H, W) or a batch (N, C, H, W) in [0, 1] as a PNG (parents made)."""
+def save_grid(grid: torch.Tensor, path: str | os.PathLike[str], *, ncol: int | None = None) -> Path:
+    """Write an image grid (3, H, W) or a batch (N, C, H, W) in [0, 1] as a PNG (parents made);
+    a batch is laid out ``ncol`` images a row (by default about square)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensor = grid.detach().float().cpu().clamp(0, 1)
     if tensor.dim() == 4:
-        tensor = _grid(tensor, math.ceil(math.sqrt(len(tensor))))
+        tensor = _grid(tensor, ncol or math.ceil(math.sqrt(len(tensor))))
     save_image(tensor, str(path))
     return path
 
