@@ -49,15 +49,15 @@ class HandMLP(nn.Module):
 
 
 class HandConv(nn.Module):
-    """Conv 1->32->64 (3x3, stride 2), dense 3136 -> 256 -> (loc, log_var) of 16, and the mirror
-    with transposed convolutions (pyvae's conv defaults)."""
+    """Conv 1->32->64 (4x4, stride 2, padding 1), dense 3136 -> 256 -> (loc, log_var) of 16, and
+    the mirror with transposed convolutions (pyvae's conv defaults)."""
 
     def __init__(self, latent: int = 16) -> None:
         super().__init__()
         self.enc = nn.Sequential(
-            nn.Conv2d(1, 32, 3, stride=2, padding=1),
+            nn.Conv2d(1, 32, 4, stride=2, padding=1),
             nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1),
             nn.ReLU(),
             nn.Flatten(),
             nn.Linear(64 * 7 * 7, 256),
@@ -70,9 +70,9 @@ class HandConv(nn.Module):
             nn.Linear(256, 64 * 7 * 7),
             nn.ReLU(),
             nn.Unflatten(1, (64, 7, 7)),
-            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
             nn.ReLU(),
-            nn.ConvTranspose2d(32, 1, 3, stride=2, padding=1, output_padding=1),
+            nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1),
         )
 
 

@@ -443,3 +443,45 @@ def test_out_of_memory_while_loading_is_a_checkpoint_error(
     monkeypatch.setattr(torch.nn.Module, "load_state_dict", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # other errors are not disguised
         pyvae.load(path)
+
+
+def _without(config: dict, key: str) -> dict:
+    return {k: v for k, v in config.items() if k != key}
+
+
+def test_a_conv_checkpoint_from_before_kernel_size_loads_with_its_3x3_kernels(
+    tmp_path: Path,
+) -> None:
+    """pyvae 0.2 wrote conv configs without ``kernel_size`` (its kernels were 3x3); the default
+    is now 4, and such a checkpoint must still rebuild the model it holds."""
+    torch.manual_seed(0)
+    old = pyvae.build("conv", input_shape=[1, 12, 12], latent_dim=2, channels=[4], kernel_size=3)
+    tensors = {k: v.clone() for k, v in old.state_dict().items()}
+    save_file(tensors, tmp_path / "old.st", metadata=_header(_without(old.config, "kernel_size")))
+    loaded = pyvae.load(tmp_path / "old.st")
+    assert loaded.config["kernel_size"] == 3
+    _assert_same_state(old, loaded)
+    x = torch.rand(2, 1, 12, 12)
+    torch.testing.assert_close(loaded.encode(x).mean, old.eval().encode(x).mean)
+    # a user's own config without kernel_size means today's default, not the old one
+    assert pyvae.build(_without(old.config, "kernel_size")).config["kernel_size"] == 4
+
+
+def test_an_old_denoising_conv_checkpoint_loads_and_new_ones_record_the_backbone(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    kwargs = {"input_shape": [1, 12, 12], "latent_dim": 2, "channels": [4]}
+    old = pyvae.build("denoising", backbone="conv", kernel_size=3, **kwargs)
+    # 0.2 stored the backbone's name beside its arguments, without kernel_size
+    stored = {"name": "denoising", "backbone": "conv", "corruption": "gaussian", **kwargs}
+    tensors = {k: v.clone() for k, v in old.state_dict().items()}
+    save_file(tensors, tmp_path / "old.st", metadata=_header(stored))
+    loaded = pyvae.load(tmp_path / "old.st")
+    assert loaded.backbone.config["kernel_size"] == 3
+    _assert_same_state(old, loaded)
+    # now the backbone's whole config is recorded, so the default cannot change what it rebuilds
+    new = pyvae.build("denoising", backbone="conv", **kwargs)
+    assert new.config["backbone"]["kernel_size"] == 4
+    new.save(tmp_path / "new.st")
+    assert pyvae.load(tmp_path / "new.st").backbone.config == new.backbone.config

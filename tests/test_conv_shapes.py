@@ -16,22 +16,41 @@ import pyvae
     width=st.integers(1, 40),
     depth=st.integers(1, 4),
     batch_norm=st.booleans(),
+    kernel_size=st.sampled_from([3, 4]),
 )
 def test_any_image_shape_round_trips(
-    channels: int, height: int, width: int, depth: int, batch_norm: bool
+    channels: int, height: int, width: int, depth: int, batch_norm: bool, kernel_size: int
 ) -> None:
-    model = pyvae.build(
-        "conv",
-        input_shape=(channels, height, width),
-        latent_dim=2,
-        channels=[4] * depth,
-        hidden_dim=8,
-        batch_norm=batch_norm,
-    )
+    """3x3 kernels round sizes up and take any image; 4x4 kernels round down and take every
+    image of at least 2**depth pixels a side, and refuse smaller ones by name."""
+    config = {
+        "input_shape": (channels, height, width),
+        "latent_dim": 2,
+        "channels": [4] * depth,
+        "hidden_dim": 8,
+        "batch_norm": batch_norm,
+        "kernel_size": kernel_size,
+    }
+    if kernel_size == 4 and min(height, width) < 2**depth:
+        with pytest.raises(ValueError, match=r"input_shape: .* too small for \d+ convolutions"):
+            pyvae.build("conv", **config)
+        return
+    model = pyvae.build("conv", **config)
     x = torch.rand(2, channels, height, width)
     out = model(x)
     assert out.params.shape == x.shape
     assert torch.isfinite(model.loss(x, out).loss)
+
+
+def test_default_kernels_are_4x4_and_3x3_is_available() -> None:
+    default = pyvae.build("conv", latent_dim=2)
+    kernels = {m.kernel_size for m in default.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert kernels == {(4, 4)}
+    old = pyvae.build("conv", latent_dim=2, kernel_size=3)
+    kernels = {m.kernel_size for m in old.modules() if isinstance(m, torch.nn.ConvTranspose2d)}
+    assert kernels == {(3, 3)}
+    with pytest.raises(ValueError, match=r"kernel_size: expected one of \(3, 4\), got 5"):
+        pyvae.build("conv", kernel_size=5)
 
 
 def test_batch_norm_is_used_and_trains() -> None:

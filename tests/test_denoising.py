@@ -55,7 +55,9 @@ def test_components_are_the_backbones_and_stored_once() -> None:
     assert model.prior is model.backbone.prior
     assert model.input_shape == (1, 8, 8) and model.latent_dim == 2
     assert all(key.startswith(("backbone.", "corruption.")) for key in model.state_dict())
-    assert model.config["backbone"] == "conv" and model.config["likelihood"] == "gaussian"
+    backbone = model.config["backbone"]  # the backbone's whole config, given arguments included
+    assert backbone["name"] == "conv" and backbone["likelihood"] == "gaussian"
+    assert backbone == model.backbone.config and "likelihood" not in model.config
     assert pyvae.build(model.config).config == model.config
 
 

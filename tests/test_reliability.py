@@ -418,9 +418,15 @@ def _mlp(**kw: Any) -> pyvae.BaseVAE:
 
 
 def _bn_conv() -> pyvae.BaseVAE:
-    # 2x2 images through two stride-2 convolutions: a 1x1 feature map at the second batch norm
+    # 2x2 images through two stride-2 3x3 convolutions: a 1x1 feature map at the second batch norm
     return pyvae.build(
-        "conv", input_shape=[1, 2, 2], channels=[2, 2], hidden_dim=4, latent_dim=2, batch_norm=True
+        "conv",
+        input_shape=[1, 2, 2],
+        channels=[2, 2],
+        hidden_dim=4,
+        latent_dim=2,
+        batch_norm=True,
+        kernel_size=3,
     )
 
 

@@ -130,9 +130,11 @@ def family_id(config: dict[str, Any]) -> str:
 
     backbone = config.get("backbone")
     parts = [config["name"]] + ([name(backbone)] if backbone else [])
+    # a wrapper's config holds its backbone's whole config (or, given by hand, its arguments)
+    merged = {**(backbone if isinstance(backbone, dict) else {}), **config}
     for key in ("posterior", "objective"):
-        if key in config:
-            parts.append(f"{key[:3]}={name(config[key])}")
-    if config.get("num_classes"):
+        if key in merged:
+            parts.append(f"{key[:3]}={name(merged[key])}")
+    if merged.get("num_classes"):
         parts.append("y")
     return "-".join(parts)

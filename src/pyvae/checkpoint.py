@@ -566,8 +566,11 @@ def _registration_budget(path: Path, n_tensors: int) -> Iterator[None]:
 
 def _build(path: Path, config: dict[str, Any]) -> BaseVAE:
     from pyvae.factory import build
+    from pyvae.models.base import MODELS
 
     try:
+        if config["name"] in MODELS:  # an older checkpoint's config gains the arguments added
+            config = MODELS.get(config["name"]).upgrade_config(config)
         return build(config)
     except UnknownNameError as exc:
         raise CheckpointError(

@@ -9,7 +9,8 @@ import os
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -114,6 +115,19 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
                 f"prior: {type(self.prior).__name__} encodes unlabelled pseudo-inputs and cannot "
                 f"serve a conditional model (num_classes={num_classes}); choose another prior"
             )
+
+    #: Arguments added to the class after checkpoints of it were written, each with the value
+    #: that rebuilds such a checkpoint's model (its stored config lacks the argument): the
+    #: conv model's ``kernel_size`` came in pyvae 0.3, before which its kernels were 3x3.
+    added_arguments: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+
+    @classmethod
+    def upgrade_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A stored ``config`` of this class with the arguments added since it was written
+        filled in (:attr:`added_arguments`), so that an older checkpoint rebuilds the model it
+        holds; :func:`pyvae.load` calls it before building. A config written now records every
+        argument and is returned unchanged."""
+        return {**cls.added_arguments, **config}
 
     def component_context(self, role: str, **context: Any) -> dict[str, Any]:
         """The model-given arguments of the part in ``role`` (``"likelihood"``, ``"prior"``,
@@ -258,8 +272,8 @@ class BaseVAE(Configurable, nn.Module, abc.ABC):
             return None
         if y is None:
             raise ValueError(
-                f"y: this model is conditional (num_classes={self.num_classes}): pass the labels, "
-                f"an integer tensor of shape ({batch},), e.g. model(x, y)"
+                f"y: this model is conditional (num_classes={self.num_classes}): pass the labels "
+                f"as y, an integer tensor of shape ({batch},)"
             )
         if not isinstance(y, torch.Tensor):
             raise TypeError(

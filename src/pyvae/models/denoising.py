@@ -138,6 +138,31 @@ class DenoisingVAE(VAEWrapper):
         super().__init__(MODELS.build(backbone, **backbone_config))
         self.corruption = CORRUPTIONS.build(corruption)
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The registered name, the backbone's whole config (with the arguments given here for
+        it) and the corruption's: a checkpoint records every backbone argument, so a backbone
+        default changed later does not change the model it rebuilds."""
+        return {
+            "name": type(self).registered_name,
+            "backbone": self.backbone.config,
+            "corruption": self.corruption.config,
+        }
+
+    @classmethod
+    def upgrade_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The backbone's stored config upgraded by its own class (older checkpoints stored a
+        backbone name beside its arguments; they are joined into one config)."""
+        out = dict(config)
+        backbone = out.pop("backbone", "mlp")
+        extra = {k: out.pop(k) for k in list(out) if k not in ("name", "corruption")}
+        spec = {"name": backbone} if isinstance(backbone, str) else backbone
+        name = spec.get("name") if isinstance(spec, Mapping) else None
+        if not isinstance(name, str) or name not in MODELS:
+            return dict(config)  # building it reports what is wrong
+        out["backbone"] = MODELS.get(name).upgrade_config({**spec, **extra})
+        return out
+
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """q(z|x~): the backbone's posterior of the corrupted input in training mode, of the
         clean input in eval mode."""

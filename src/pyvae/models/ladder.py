@@ -223,8 +223,8 @@ class LadderVAE(BaseVAE):
         objective: the training objective (default ``"elbo"``).
         num_classes: the number of classes of a conditional model (the label is appended to the
             encoder's features and to ``z_1`` for the decoder), or ``None``.
-        init: the weight initialisation of every network, ``"he"`` or ``"torch"`` (see
-            :class:`pyvae.MLPVAE`).
+        init: the weight initialisation of every network: ``"he"`` (the default here, as the
+            ladder was measured), ``"lecun"`` or ``"torch"`` (see :func:`pyvae.nn.init_weights`).
     """
 
     latent_dims: tuple[int, ...]

@@ -187,10 +187,10 @@ class VQVAE(BaseVAE):
             as constant channels to the encoder's input and to the code grid for the decoder;
             the code prior stays unconditional), or ``None``.
         init: the weight initialisation of the encoder and decoder, ``"torch"`` (the default
-            here) or ``"he"`` (see :class:`pyvae.MLPVAE`; the codebook starts uniform in
-            [-1/K, 1/K] either way). He's larger encoder outputs made the codebook-loss training
-            diverge at a high learning rate (a test with Adam at 1e-2); with ``ema_decay`` and
-            restarts ``"he"`` measured better (see the VQ-VAE docs page).
+            here), ``"he"`` or ``"lecun"`` (see :func:`pyvae.nn.init_weights`; the codebook
+            starts uniform in [-1/K, 1/K] either way). He's larger encoder outputs made the
+            codebook-loss training diverge at a high learning rate (a test with Adam at 1e-2);
+            with ``ema_decay`` and restarts ``"he"`` measured better (see the VQ-VAE docs page).
     """
 
     vector_quantized: ClassVar[bool] = True
