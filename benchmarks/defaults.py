@@ -15,12 +15,14 @@ are hand-written plain-PyTorch models (no pyvae): the reference the defaults mus
 The other candidates start from PyTorch's initialisation (``init="torch"``); variants that no
 build() argument expresses (another activation, 4x4 kernels, He initialisation as it was tried
 before it became the default) are applied to the built model by swapping modules or
-re-initialising weights. ``mlp-512-256`` and ``conv-32-64`` are pyvae 0.1's defaults.
+re-initialising weights. ``mlp-512-256`` and ``conv-32-64`` are pyvae 0.1's defaults,
+``pyvae-0.2-*`` pyvae 0.2's; ``pyvae-*`` are today's (``pyvae.build(name, latent_dim=16)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -125,6 +127,44 @@ def kaiming_init(model: nn.Module) -> nn.Module:
     return model
 
 
+def _followed_by_activation(model: nn.Module) -> set[int]:
+    """The ids of the layers of ``model`` that an activation follows in their ``nn.Sequential``."""
+    activations = (nn.ReLU, nn.SiLU, nn.Tanh, nn.ELU, nn.GELU)
+    ids = set()
+    for parent in model.modules():
+        if isinstance(parent, nn.Sequential):
+            for layer, after in itertools.pairwise(parent):
+                if isinstance(after, activations):
+                    ids.add(id(layer))
+    return ids
+
+
+def kaiming_hidden_init(model: nn.Module) -> nn.Module:
+    """He initialisation (gain sqrt(2)) of the layers an activation follows, LeCun's (gain 1,
+    N(0, 1 / fan_in)) of the others (the posterior head, the decoder's output layer): He et al.'s
+    gain compensates for the ReLU that halves the signal's second moment, which a linear output
+    layer does not have. Biases to zero."""
+    hidden = _followed_by_activation(model)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            gain = "relu" if id(module) in hidden else "linear"
+            nn.init.kaiming_normal_(module.weight, nonlinearity=gain)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def lecun_init(model: nn.Module) -> nn.Module:
+    """LeCun's initialisation, N(0, 1 / fan_in), of every weight (half He's variance, three
+    times PyTorch's); biases to zero."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
 def kernel4(model: nn.Module) -> nn.Module:
     """Replace each 3x3 stride-2 (transposed) convolution by a 4x4 one with padding 1 (same
     output sizes on even sizes: 28 -> 14 -> 7 and back, no output padding)."""
@@ -175,13 +215,27 @@ CANDIDATES: dict[str, Candidate] = {
             "pyvae-mlp",
             "mlp",
             "pyvae's mlp default (`pyvae.build('mlp', latent_dim=16)`: hidden_dims=(512, 256), "
-            "He initialisation)",
+            "LeCun initialisation)",
+        ),
+        _pyvae(
+            "pyvae-0.2-mlp",
+            "mlp",
+            "pyvae 0.2's mlp default: hidden_dims=(512, 256), He initialisation",
+            init="he",
         ),
         _pyvae(
             "pyvae-conv",
             "conv",
             "pyvae's conv default (`pyvae.build('conv', latent_dim=16)`: channels=(32, 64), "
-            "hidden_dim=256, He initialisation)",
+            "hidden_dim=256, 4x4 kernels, LeCun initialisation)",
+        ),
+        _pyvae(
+            "pyvae-0.2-conv",
+            "conv",
+            "pyvae 0.2's conv default: channels=(32, 64), hidden_dim=256, 3x3 kernels, He "
+            "initialisation",
+            kernel_size=3,
+            init="he",
         ),
         _pyvae("mlp-400", "mlp", "hidden_dims=(400,)", hidden_dims=(400,)),
         _pyvae("mlp-512", "mlp", "hidden_dims=(512,)", hidden_dims=(512,)),
@@ -230,6 +284,35 @@ CANDIDATES: dict[str, Candidate] = {
             channels=(32, 64),
         ),
         _pyvae(
+            "conv-k4-he-out1",
+            "conv",
+            "channels=(32, 64), 4x4 kernels, He initialisation of the layers an activation "
+            "follows, gain 1 for the output layers (posterior head, decoder output)",
+            lambda m: kaiming_hidden_init(kernel4(m)),
+            channels=(32, 64),
+        ),
+        _pyvae(
+            "conv-k4-lecun",
+            "conv",
+            "channels=(32, 64), 4x4 kernels, LeCun initialisation (N(0, 1/fan_in))",
+            lambda m: lecun_init(kernel4(m)),
+            channels=(32, 64),
+        ),
+        _pyvae(
+            "conv-32-64-lecun",
+            "conv",
+            "channels=(32, 64), LeCun initialisation (N(0, 1/fan_in))",
+            lecun_init,
+            channels=(32, 64),
+        ),
+        _pyvae(
+            "mlp-512-256-lecun",
+            "mlp",
+            "hidden_dims=(512, 256), LeCun initialisation (N(0, 1/fan_in))",
+            lecun_init,
+            hidden_dims=(512, 256),
+        ),
+        _pyvae(
             "mlp-400-he",
             "mlp",
             "hidden_dims=(400,), He initialisation",
@@ -271,6 +354,13 @@ def splits() -> tuple[torch.Tensor, torch.Tensor]:
     return train, binarised
 
 
+def train_subset(train_x: torch.Tensor) -> torch.Tensor:
+    """Training images 0-1999 binarised once (seed 1): the -ELBO on data the model was trained
+    on, against the held-out one, shows how much of a difference is fitting and how much is
+    generalisation."""
+    return torch.bernoulli(train_x[:2000], generator=torch.Generator().manual_seed(1))
+
+
 def evaluate(candidate: Candidate, model: nn.Module, data: torch.Tensor) -> float:
     """The mean negative ELBO of ``data`` in nats, with the same posterior noise for everyone."""
     model.eval()
@@ -282,28 +372,45 @@ def evaluate(candidate: Candidate, model: nn.Module, data: torch.Tensor) -> floa
 
 
 def train(
-    candidate: Candidate, seed: int, epochs: int, train_x: torch.Tensor, eval_x: torch.Tensor
-) -> dict[str, Any]:
+    candidate: Candidate,
+    seed: int,
+    epochs: list[int],
+    train_x: torch.Tensor,
+    eval_x: torch.Tensor,
+) -> list[dict[str, Any]]:
+    """Train one model to ``max(epochs)`` epochs; one row at each of ``epochs``. The evaluations
+    run under a forked random state, so the rows at 5 epochs of a 50-epoch run are those of a
+    5-epoch run."""
     torch.manual_seed(seed)
     model = candidate.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    start = time.perf_counter()
-    for _ in range(epochs):
+    fit_x = train_subset(train_x)
+    rows, seconds = [], 0.0
+    for epoch in range(1, max(epochs) + 1):
+        start = time.perf_counter()
         for index in torch.randperm(len(train_x)).split(BATCH):
             x = torch.bernoulli(train_x[index])
             loss = candidate.neg_elbo(model, x).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    seconds = time.perf_counter() - start
-    return {
-        "candidate": candidate.label,
-        "seed": seed,
-        "epochs": epochs,
-        "neg_elbo": evaluate(candidate, model, eval_x),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds": seconds,
-    }
+        seconds += time.perf_counter() - start
+        if epoch in epochs:
+            with torch.random.fork_rng(devices=[]):
+                held_out = evaluate(candidate, model, eval_x)
+                fit = evaluate(candidate, model, fit_x)
+            rows.append(
+                {
+                    "candidate": candidate.label,
+                    "seed": seed,
+                    "epochs": epoch,
+                    "neg_elbo": held_out,
+                    "train_neg_elbo": fit,
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                    "seconds": seconds,
+                }
+            )
+    return rows
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -324,13 +431,55 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": sorted(r["seed"] for r in group),
                 "parameters": group[0]["parameters"],
                 "seconds": statistics.median(r["seconds"] for r in group),
+                "train": (
+                    statistics.median(r["train_neg_elbo"] for r in group)
+                    if all("train_neg_elbo" in r for r in group)
+                    else None
+                ),
             }
         )
     return out
 
 
-def render(rows: list[dict[str, Any]], info: dict[str, str], command: str, note: str = "") -> str:
-    summary = summarise(rows)
+def _curves(summary: list[dict[str, Any]]) -> list[str]:
+    """A table of the median -ELBO against epochs, for the candidates trained with checkpoints
+    (rows at three epochs or more), each seed set in its own column of medians."""
+    by_label: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in summary:
+        by_label.setdefault(r["candidate"], {})[r["epochs"]] = r
+    curves = {label: rows for label, rows in by_label.items() if len(rows) >= 3}
+    if not curves:
+        return []
+    epochs = sorted({e for rows in curves.values() for e in rows})
+    lines = [
+        "## Against epochs",
+        "",
+        "Median -ELBO over the seeds at each epoch, from the runs trained with checkpoints "
+        "(`--epochs 1 2 5 ... 50`: one run per seed, evaluated along the way).",
+        "",
+        "| model | " + " | ".join(str(e) for e in epochs) + " |",
+        "|---|" + "---|" * len(epochs),
+    ]
+    for label, rows in sorted(curves.items(), key=lambda kv: kv[1][max(kv[1])]["median"]):
+        cells = [f"{rows[e]['median']:.1f}" if e in rows else "–" for e in epochs]
+        lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (candidate, seed, epochs): a later row replaces an earlier one (a rerun with
+    checkpoints reproduces a row and adds the training-set figure)."""
+    return list({(r["candidate"], r["seed"], r["epochs"]): r for r in rows}.values())
+
+
+def render(
+    rows: list[dict[str, Any]],
+    info: dict[str, str],
+    command: str,
+    note: str = "",
+    tables: tuple[int, ...] = (5, 50),
+) -> str:
+    summary = summarise(latest(rows))
     lines = [
         "# Default models against the textbook ones",
         "",
@@ -344,22 +493,28 @@ def render(rows: list[dict[str, Any]], info: dict[str, str], command: str, note:
         "with dynamic binarisation for training; the negative ELBO (nats per image, lower is "
         "better) of images 8000-9999, binarised once (seed 0), one posterior sample per image with "
         "the same seed for every model. Median over the seeds, with the range (min - max). "
-        "`textbook-*` rows are hand-written plain-PyTorch models (no pyvae).",
+        "`textbook-*` rows are hand-written plain-PyTorch models (no pyvae). The training-set "
+        "column is the median -ELBO of training images 0-1999, binarised once (seed 1), where "
+        "it was recorded: the difference between the two columns is the generalisation gap.",
         "",
         *([note, ""] if note else []),
     ]
-    for epochs in sorted({r["epochs"] for r in summary}):
+    for epochs in sorted({r["epochs"] for r in summary} & set(tables)):
         lines += [f"## {epochs} epochs", ""]
         lines += [
-            "| model | -ELBO (median) | range | seeds | parameters | train s (median) |",
-            "|---|---|---|---|---|---|",
+            "| model | -ELBO (median) | range | seeds | training-set -ELBO | parameters "
+            "| train s (median) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in sorted((r for r in summary if r["epochs"] == epochs), key=lambda r: r["median"]):
             lines.append(
                 f"| `{r['candidate']}` | {r['median']:.2f} | {r['min']:.2f} - {r['max']:.2f} | "
-                f"{', '.join(map(str, r['seeds']))} | {r['parameters']:,} | {r['seconds']:.0f} |"
+                f"{', '.join(map(str, r['seeds']))} | "
+                f"{'–' if r['train'] is None else format(r['train'], '.2f')} | "
+                f"{r['parameters']:,} | {r['seconds']:.0f} |"
             )
         lines.append("")
+    lines += _curves(summary)
     lines += ["## The candidates", ""]
     lines += [
         f"- `{c}`: {CANDIDATES[c].description.strip()}"
@@ -373,7 +528,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", nargs="+", default=None, help=f"of {list(CANDIDATES)}")
     parser.add_argument("--models", nargs="+", default=["mlp", "conv"])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[5])
+    parser.add_argument(
+        "--epochs", type=int, nargs="+", default=[5], help="train to the largest; a row at each"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "defaults-results.md")
@@ -400,10 +557,9 @@ def main() -> None:
     ]
     train_x, eval_x = splits()
     rows = []
-    for epochs in args.epochs:
-        for seed in args.seeds:
-            for label in labels:
-                row = train(CANDIDATES[label], seed, epochs, train_x, eval_x)
+    for seed in args.seeds:
+        for label in labels:
+            for row in train(CANDIDATES[label], seed, sorted(set(args.epochs)), train_x, eval_x):
                 print(json.dumps(row), flush=True)
                 rows.append(row)
                 if args.json is not None:
