@@ -58,7 +58,7 @@ class Configurable:
                 object.__setattr__(self, "_init_config", recorded)
             init(self, *args, **kw)
 
-        cls.__init__ = recording_init  # type: ignore[assignment,misc]
+        cls.__init__ = recording_init  # type: ignore[assignment,method-assign]
 
     @property
     def config(self) -> dict[str, Any]:

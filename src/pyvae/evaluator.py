@@ -174,8 +174,8 @@ def _prior_distribution(model: BaseVAE) -> Distribution | None:
         return None
     getter = getattr(model, "prior_distribution", None)
     if callable(getter):
-        return getter()  # type: ignore[no-any-return]
-    return prior()  # type: ignore[no-any-return]
+        return getter()
+    return prior()
 
 
 def _conditional(model: BaseVAE) -> bool:
@@ -192,7 +192,7 @@ def _point(posterior: Distribution) -> torch.Tensor:
         from pyvae.posteriors import latent_point  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return posterior.mean
-    return latent_point(posterior)  # type: ignore[no-any-return]
+    return latent_point(posterior)
 
 
 def _diagonal_normal(d: Distribution) -> Normal | None:
@@ -206,7 +206,7 @@ def _kl(model: BaseVAE, out: Any, prior: Distribution) -> torch.Tensor:
     """Per-example KL of the model's regulariser (``model.kl`` when it has one)."""
     hook = getattr(model, "kl", None)
     if callable(hook):
-        return hook(out)  # type: ignore[no-any-return]
+        return hook(out)
     return kl_divergence(out.posterior, prior, z=out.z)
 
 

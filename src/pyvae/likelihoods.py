@@ -259,7 +259,7 @@ class _LocScaleLikelihood(Likelihood):
         return self.min_scale + F.softplus(self.raw_scale)
 
     def distribution(self, params: torch.Tensor) -> Distribution:
-        base = self.family(params, self.scale, validate_args=False)  # type: ignore[arg-type]
+        base = self.family(params, self.scale, validate_args=False)
         return _independent(base, params)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:

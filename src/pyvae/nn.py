@@ -128,7 +128,7 @@ KERNEL_SIZES = (3, 4)
 def _check_kernel_size(kernel_size: object) -> int:
     if isinstance(kernel_size, bool) or kernel_size not in KERNEL_SIZES:
         raise ConfigError(f"kernel_size: expected one of {KERNEL_SIZES}, got {kernel_size!r}")
-    return kernel_size  # type: ignore[return-value]
+    return kernel_size
 
 
 def conv_encoder(

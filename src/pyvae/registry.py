@@ -97,7 +97,7 @@ class Registry(Generic[T]):
             if own is None or self._classes.get(own) is not cls:
                 # a name written in the class body counts only if it is registered to the class
                 cls.registered_name = name  # type: ignore[attr-defined]
-            return cls  # type: ignore[return-value]
+            return cls
 
         return decorator
 
@@ -142,9 +142,9 @@ class Registry(Generic[T]):
         classes, names, loaded = saved
         for cls in set(self._classes.values()) - set(classes.values()):
             if cls.__dict__.get("registered_name") in self._classes:
-                cls.registered_name = None  # type: ignore[attr-defined]
+                cls.registered_name = None
         for cls, name in names.items():
-            cls.registered_name = name  # type: ignore[attr-defined]
+            cls.registered_name = name
         self._classes.clear()
         self._classes.update(classes)
         self._plugins_loaded = loaded

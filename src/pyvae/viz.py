@@ -75,7 +75,7 @@ def require(module: str, feature: str, extra: str = "viz") -> ModuleType:
 
 def _new_figure(width: float, height: float) -> Figure:
     figure_module = require("matplotlib.figure", "pyvae.viz")
-    return figure_module.Figure(figsize=(width, height), layout="constrained")  # type: ignore[no-any-return]
+    return figure_module.Figure(figsize=(width, height), layout="constrained")
 
 
 def _display(images: torch.Tensor) -> torch.Tensor:

@@ -350,7 +350,7 @@ class Playground:
                     self._cache[key] = model.prior_distribution()
                 else:
                     self._cache[key] = model.prior()
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def has_prior(self) -> bool:
         """Whether the model has a prior p(z) (an autoencoder has none)."""
@@ -389,7 +389,7 @@ class Playground:
             if mean is None:
                 mean = self.prior_samples(4096).mean(0)
             self._cache[key] = mean.detach()
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def reference_codes(self) -> torch.Tensor:
         """The codes that set slider ranges and principal directions: the posterior points of
@@ -406,7 +406,7 @@ class Playground:
             hi = torch.quantile(codes, 0.9995, dim=0).abs().max()
             r = max(float(lo), float(hi), 1.0)
             self._cache[key] = math.ceil(r * 2) / 2
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     def directions(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``k`` principal directions of the reference codes: ``(components (k, D),
@@ -424,7 +424,7 @@ class Playground:
                 comps = torch.cat([comps, torch.eye(self.latent_dim)[len(std) : k]])
                 std = torch.cat([std, torch.ones(k - len(std))])
             self._cache[key] = (comps, std.clamp_min(1e-6))
-        return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache[key]
 
     # -- paths and maps --------------------------------------------------------------------------
     def code_of(self, index: int) -> torch.Tensor:
@@ -453,7 +453,7 @@ class Playground:
             if key not in self._cache:
                 path = interpolate_latents(self.code_of(i), self.code_of(j), steps, method=method)
                 self._cache[key] = self.decode(path, y)
-            return self._cache[key]  # type: ignore[no-any-return]
+            return self._cache[key]
 
     def embedding(self, method: Literal["pca", "tsne"] = "pca", *, seed: int = 0) -> np.ndarray:
         """2-D coordinates (N, 2) of the posterior points: the points themselves for D <= 2 (a
@@ -480,7 +480,7 @@ class Playground:
                 else:
                     raise ValueError(f"method: expected 'pca' or 'tsne', got {method!r}")
                 self._cache[key] = np.asarray(out, dtype=np.float64)
-            return self._cache[key]  # type: ignore[no-any-return]
+            return self._cache[key]
 
     def indices_of_class(self, label: int) -> list[int]:
         """The evaluation images of class ``label``, by index."""

@@ -268,7 +268,7 @@ class VQVAE(BaseVAE):
             self.register_buffer("ema_count", torch.ones(k))
             self.register_buffer("ema_total", initial.clone())
         else:
-            self.codebook = nn.Parameter(initial)  # type: ignore[assignment]
+            self.codebook = nn.Parameter(initial)
         self.register_buffer("usage", torch.ones(k))
         positions = grid[0] * grid[1]
         self.register_buffer("prior_logits", torch.zeros(positions, k))

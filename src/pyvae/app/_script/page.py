@@ -380,7 +380,7 @@ def map_panel(pg: Playground, y: int | None) -> None:
         event = st.altair_chart(chart, on_select="rerun", key="latent_map")
     chosen: int | None = None
     try:
-        points = event.selection.get("pick", []) if event is not None else []  # type: ignore[union-attr]
+        points = event.selection.get("pick", []) if event is not None else []
         if points:
             chosen = int(points[0]["index"])
     except (AttributeError, KeyError, TypeError, ValueError):
