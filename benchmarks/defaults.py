@@ -16,7 +16,8 @@ The other candidates start from PyTorch's initialisation (``init="torch"``); var
 build() argument expresses (another activation, 4x4 kernels, He initialisation as it was tried
 before it became the default) are applied to the built model by swapping modules or
 re-initialising weights. ``mlp-512-256`` and ``conv-32-64`` are pyvae 0.1's defaults,
-``pyvae-0.2-*`` pyvae 0.2's; ``pyvae-*`` are today's (``pyvae.build(name, latent_dim=16)``).
+``pyvae-0.2-conv`` pyvae 0.2's conv; ``pyvae-*`` are today's (``pyvae.build(name, latent_dim=16)``;
+the mlp's is unchanged since 0.2).
 """
 
 from __future__ import annotations
@@ -215,13 +216,14 @@ CANDIDATES: dict[str, Candidate] = {
             "pyvae-mlp",
             "mlp",
             "pyvae's mlp default (`pyvae.build('mlp', latent_dim=16)`: hidden_dims=(512, 256), "
-            "LeCun initialisation)",
+            "He initialisation; unchanged since 0.2)",
         ),
         _pyvae(
-            "pyvae-0.2-mlp",
+            "mlp-lecun",
             "mlp",
-            "pyvae 0.2's mlp default: hidden_dims=(512, 256), He initialisation",
-            init="he",
+            "`pyvae.build('mlp', latent_dim=16, init='lecun')`: hidden_dims=(512, 256), LeCun "
+            "initialisation",
+            init="lecun",
         ),
         _pyvae(
             "pyvae-conv",

@@ -136,6 +136,12 @@ ENTRIES: dict[str, Entry] = {
         requires=("model:ladder",),
     ),
     "pyvae_mlp": Entry("pyvae.build('mlp') (defaults)", {"name": "mlp"}, None, "pyvae default"),
+    "pyvae_mlp_lecun": Entry(
+        "pyvae.build('mlp', init='lecun')",
+        {"name": "mlp", "init": "lecun"},
+        None,
+        "the mlp default with LeCun initialisation (the conv's default)",
+    ),
     "pyvae_conv": Entry("pyvae.build('conv') (defaults)", {"name": "conv"}, None, "pyvae default"),
 }
 

@@ -155,17 +155,17 @@ def test_loss_refuses_nan_data(model: BaseVAE, x: torch.Tensor) -> None:
 
 def test_mlp_activation_is_used_initialised_and_saved(tmp_path: Any) -> None:
     """``activation="tanh"`` (Burda et al.'s networks): every hidden layer is a Tanh, He-style
-    initialisation uses tanh's gain (std 5/3 / sqrt(fan_in)), LeCun's (the default) gain 1,
+    initialisation (the default) uses tanh's gain (std 5/3 / sqrt(fan_in)), LeCun's gain 1,
     and save/load keeps it."""
     torch.manual_seed(0)
-    he = pyvae.build("mlp", latent_dim=50, hidden_dims=(400, 400), activation="tanh", init="he")
-    assert he.encoder[1][2].weight.std().item() == pytest.approx(5 / 3 / 400**0.5, rel=0.02)
+    lecun = pyvae.build("mlp", latent_dim=50, hidden_dims=(400, 400), init="lecun")
+    assert lecun.encoder[1][2].weight.std().item() == pytest.approx(1 / 400**0.5, rel=0.02)
+    assert lecun.head.linear.weight.std().item() == pytest.approx(1 / 400**0.5, rel=0.05)
     model = pyvae.build("mlp", latent_dim=50, hidden_dims=(400, 400), activation="tanh")
     kinds = {type(m) for m in model.modules()}
     assert torch.nn.Tanh in kinds and torch.nn.ReLU not in kinds
     layer = model.encoder[1][2]  # 400 -> 400
-    assert layer.weight.std().item() == pytest.approx(1 / 400**0.5, rel=0.02)
-    assert model.head.linear.weight.std().item() == pytest.approx(1 / 400**0.5, rel=0.05)
+    assert layer.weight.std().item() == pytest.approx(5 / 3 / 400**0.5, rel=0.02)
     model.save(tmp_path / "m")
     loaded = pyvae.load(tmp_path / "m")
     assert {type(m) for m in loaded.modules()} == kinds
