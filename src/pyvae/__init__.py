@@ -58,7 +58,7 @@ from pyvae.priors import (
 from pyvae.registry import Registry, UnknownNameError
 from pyvae.validation import set_validate_args
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "CORRUPTIONS",
