@@ -155,14 +155,12 @@ class DiagonalNormalMixture(MixtureSameFamily):
         # torch's dtype for log_prob(value) (e.g. float32 for a bf16 z under autocast)
         result_dtype = torch.promote_types(value.dtype, normal.loc.dtype)
         dtype = result_dtype if value.device.type == "mps" else torch.float64
-        v, loc = value.to(dtype), normal.loc.to(dtype)
-        precision = normal.scale.to(dtype).pow(-2)  # (K, D)
+        v, loc, scale = value.to(dtype), normal.loc.to(dtype), normal.scale.to(dtype)
+        precision = scale.pow(-2)  # (K, D)
         quadratic = (
             (v * v) @ precision.T - 2 * (v @ (loc * precision).T) + (loc * loc * precision).sum(-1)
         )  # (..., K)
-        log_norm = -normal.scale.to(dtype).log().sum(-1) - 0.5 * loc.shape[-1] * math.log(
-            2 * math.pi
-        )
+        log_norm = -scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
         log_weights = torch.log_softmax(self.mixture_distribution.logits.to(dtype), dim=-1)
         log_p = torch.logsumexp(log_weights + log_norm - 0.5 * quadratic, dim=-1)
         return log_p.to(result_dtype)
