@@ -181,3 +181,16 @@ def test_labels_outside_a_conditional_models_classes_are_refused_by_name(
     with pytest.raises(ValueError, match=r"labels: expected integer labels of shape \(4,\)"):
         write_figures(tmp_path, model, HISTORY, images, torch.zeros(4))
     assert not list(tmp_path.iterdir())  # refused before drawing anything
+
+
+def test_a_conditional_wrapper_reads_its_backbones_config(tmp_path: Path) -> None:
+    """The denoising model records its backbone's whole config: the report still sees the labels
+    and the latent size there."""
+    model = pyvae.build(
+        "denoising", input_shape=(1, 8, 8), latent_dim=3, hidden_dims=[8], num_classes=3
+    )
+    assert "num_classes" not in model.config and model.config["backbone"]["num_classes"] == 3
+    page = write_report(
+        tmp_path / "report.html", run_record() | {"model": model.config}, ["samples.png"]
+    )
+    assert "One row per class" in page.read_text()

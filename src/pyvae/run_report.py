@@ -304,7 +304,10 @@ def write_report(
         ("images (train / eval)", f"{m.get('n_train')} / {m.get('n_eval')}"),
         ("wall time", _fmt(m.get("wall_seconds"), " s", 1)),
     ]
-    latent_dim = len(ev.get("latent_variance") or []) or run["model"].get("latent_dim", "?")
+    # a wrapper (denoising) records its backbone's whole config: read the sizes from there
+    backbone = run["model"].get("backbone")
+    sizes = {**(backbone if isinstance(backbone, dict) else {}), **run["model"]}
+    latent_dim = len(ev.get("latent_variance") or []) or sizes.get("latent_dim", "?")
     diagnostics = [
         (
             "NLL ± standard error",
@@ -339,7 +342,7 @@ def write_report(
         )
 
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in ev.get("notes", []))
-    conditional = run["model"].get("num_classes") is not None
+    conditional = sizes.get("num_classes") is not None
     captions = _CONDITIONAL_CAPTIONS if conditional else {}
     page = Template((resources.files("pyvae") / "templates" / "report.html").read_text("utf-8"))
     text = page.substitute(
