@@ -305,3 +305,13 @@ def test_bad_classes_are_refused_by_name(cvae: pyvae.BaseVAE) -> None:
         viz.plot_interpolation(cvae, [(x[0], x[1])], y=[0, 1])
     with pytest.raises(ValueError, match=r"y: expected shape \(2,\)"):
         viz.reconstruction_grid(cvae, x, y=torch.tensor([0]))
+
+
+def test_save_grid_lays_out_ncol_images_a_row_and_refuses_a_bad_ncol(tmp_path: Path) -> None:
+    batch = torch.rand(6, 1, 8, 8)
+    path = viz.save_grid(batch, tmp_path / "g.png", ncol=3)
+    width, height = Image.open(path).size
+    assert (width, height) == (3 * 9 + 1, 2 * 9 + 1)  # 8-pixel images, 1-pixel padding
+    for bad in (0, -2, 2.5):
+        with pytest.raises(ValueError, match="ncol: expected a positive integer"):
+            viz.save_grid(batch, tmp_path / "h.png", ncol=bad)

@@ -569,9 +569,10 @@ def _build(path: Path, config: dict[str, Any]) -> BaseVAE:
     from pyvae.models.base import MODELS
 
     try:
-        if config["name"] in MODELS:  # an older checkpoint's config gains the arguments added
-            config = MODELS.get(config["name"]).upgrade_config(config)
-        return build(config)
+        upgraded = config  # an older checkpoint's config gains the arguments added since
+        if config["name"] in MODELS:
+            upgraded = MODELS.get(config["name"]).upgrade_config(config)
+        return build(upgraded)
     except UnknownNameError as exc:
         raise CheckpointError(
             f"{path}: the checkpoint's model cannot be built: {exc} (a plug-in model must be "

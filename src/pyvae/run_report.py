@@ -171,11 +171,7 @@ def write_figures(
             f"{labels.dtype} and shape {tuple(labels.shape)}"
         )
     num_classes = getattr(model, "num_classes", None)
-    if (
-        num_classes is not None
-        and len(labels)
-        and not (0 <= labels.min() <= labels.max() < num_classes)
-    ):
+    if num_classes is not None and not (0 <= labels.min() <= labels.max() < num_classes):
         # checked here whatever the model's checks: the figures index and count by label
         raise ValueError(
             f"labels: a conditional model with num_classes={num_classes} needs labels in "

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
+from pyvae.config import check_positive_int
 from pyvae.latent import _labels as _class_labels
 from pyvae.latent import interpolate, latent_grid, latent_grid_points, traverse
 from pyvae.models.base import BaseVAE
@@ -97,6 +98,8 @@ def _grid(images: torch.Tensor, ncol: int, padding: int = 1) -> torch.Tensor:
 def save_grid(grid: torch.Tensor, path: str | os.PathLike[str], *, ncol: int | None = None) -> Path:
     """Write an image grid (3, H, W) or a batch (N, C, H, W) in [0, 1] as a PNG (parents made);
     a batch is laid out ``ncol`` images a row (by default about square)."""
+    if ncol is not None:
+        check_positive_int("ncol", ncol)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensor = grid.detach().float().cpu().clamp(0, 1)
